@@ -1,0 +1,52 @@
+"""A validated reading as a value, and its wire form on the ``smoke_sensor_data`` topic.
+
+>>> r = Reading("s-1", 1654733331.0, dict.fromkeys(MEASUREMENTS, 500.0) | {"temperature_c": 21.5,
+...     "humidity_pct": 48.0, "pressure_hpa": 938.6})
+>>> Reading.from_message(r.to_message()) == r
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from ingest.schema import MEASUREMENTS, SENSOR_ID, TIMESTAMP
+from ingest.validation import ValidatedBatch, validate_messages
+
+
+class InvalidReading(ValueError):
+    """A message that failed validation; ``problems`` says why."""
+
+    def __init__(self, problems):
+        self.problems = problems
+        super().__init__("; ".join(f"{p.field}: {p.reason} ({p.detail})" for p in problems))
+
+
+@dataclass(frozen=True)
+class Reading:
+    sensor_id: str
+    timestamp: float  # epoch seconds, UTC
+    values: dict[str, float]  # canonical measurement name -> value
+
+    def to_message(self) -> bytes:
+        """JSON value for the topic; the key is ``sensor_id.encode()``."""
+        return orjson.dumps({SENSOR_ID: self.sensor_id, TIMESTAMP: self.timestamp, **self.values})
+
+    @classmethod
+    def from_message(cls, raw: bytes) -> Reading:
+        batch = validate_messages([raw])
+        if batch.rejected:
+            raise InvalidReading(batch.rejected[0])
+        return next(iter(readings_of(batch)))
+
+
+def readings_of(batch: ValidatedBatch):
+    """The accepted readings of a batch as :class:`Reading` values (for tests and small jobs)."""
+    for k in range(len(batch)):
+        yield Reading(
+            batch.sensor_ids[k],
+            float(batch.timestamps[k]),
+            dict(zip(MEASUREMENTS, map(float, batch.values[k]), strict=True)),
+        )

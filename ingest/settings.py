@@ -1,0 +1,145 @@
+"""Typed settings: ``configs/pipeline.yaml`` plus environment overrides, validated once.
+
+Every command calls :func:`load_settings` at start-up and passes the result (or
+the section it needs) down; nothing reads the YAML or the environment later.
+
+Environment overrides use ``SMOKE_<SECTION>__<KEY>`` (nested keys joined by
+``__``), for example ``SMOKE_STREAM__WORKERS=4``; the value is parsed as YAML,
+so ``4`` is a number and ``[a, b]`` a list. ``KAFKA_BOOTSTRAP_SERVERS`` is also
+honoured: when set, the embedded broker is not started.
+
+>>> s = load_settings(environ={"SMOKE_KAFKA__PARTITIONS": "4"})
+>>> s.kafka.partitions
+4
+>>> load_settings(environ={"SMOKE_KAFKA__PARTITIONS": "-1"})
+Traceback (most recent call last):
+...
+ingest.settings.SettingsError: kafka.partitions: Input should be greater than or equal to 1 (got -1)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "pipeline.yaml"
+ENV_PREFIX = "SMOKE_"
+
+
+class Section(BaseModel):
+    # Unknown keys are errors: a typo in the YAML must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(Section):
+    bootstrap_servers: str | None = Field(
+        None, description="host:port list of an existing Kafka; empty starts the embedded broker")
+    embedded_port: int = Field(0, ge=0, le=65535, description="port of the embedded broker; 0 picks a free one")
+    topic: str = "smoke_sensor_data"
+    alerts_topic: str = "smoke_alerts"
+    dlq_topic: str = "smoke_sensor_data.dlq"
+    partitions: int = Field(8, ge=1, le=1024, description="partitions of the readings topic")
+    replication_factor: int = Field(1, ge=1)
+    group_id: str = Field("smoke-detect", description="group under which offsets are committed (for lag tools)")
+    startup_timeout_s: float = Field(30.0, gt=0)
+
+
+class SimulatorSettings(Section):
+    sensors: int = Field(100, ge=1, le=1_000_000)
+    rate: float = Field(100.0, gt=0, description="readings per second across all sensors")
+    duration_s: float | None = Field(None, gt=0, description="stop after this long; empty runs until stopped")
+    seed: int = 42
+    incidents_per_sensor_hour: float = Field(0.5, ge=0)
+    nuisance_share: float = Field(0.3, ge=0, le=1, description="share of incidents that are cooking/steam")
+    dropout_probability: float = Field(0.001, ge=0, le=1)
+    stuck_sensor_share: float = Field(0.01, ge=0, le=1)
+    out_dir: Path = Path("data/simulator")
+
+
+class StreamSettings(Section):
+    workers: int = Field(2, ge=1, le=256, description="PartitionWorker actors")
+    poll_max_records: int = Field(2000, ge=1)
+    poll_timeout_ms: int = Field(100, ge=1)
+    checkpoint_interval_s: float = Field(5.0, gt=0)
+    checkpoint_every_messages: int = Field(20_000, ge=1)
+    checkpoint_dir: str = Field("data/checkpoints", description="local path or pyarrow filesystem URI")
+    lake_dir: str = Field("data/lake", description="Parquet lake of accepted readings and features")
+    idle_eviction_s: float = Field(600.0, gt=0, description="evict a sensor's state after this long unseen")
+
+
+class TrainSettings(Section):
+    registry_dir: str = "data/registry"
+    model_name: str = "smoke-detector"
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="latest share of the timeline held out for test")
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    target_recall: float = Field(0.99, gt=0, le=1)
+    num_workers: int = Field(2, ge=1, description="Ray Train workers per LightGBM trial")
+    max_concurrent_trials: int = Field(1, ge=1)
+
+
+class ServeSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_batch_rows: int = Field(10_000, ge=1)
+    cors_origins: list[str] = []
+    api_keys: list[str] = Field([], description="accepted API keys; empty disables auth")
+    rate_limit_per_minute: int = Field(0, ge=0, description="per API key; 0 disables")
+
+
+class RaySettings(Section):
+    address: str | None = Field(None, description="Ray address; empty starts a local Ray")
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(8265, ge=1, le=65535)
+    metrics_export_port: int = Field(8080, ge=1, le=65535)
+    namespace: str = "smoke"
+
+
+class Settings(Section):
+    kafka: KafkaSettings = KafkaSettings()
+    simulator: SimulatorSettings = SimulatorSettings()
+    stream: StreamSettings = StreamSettings()
+    train: TrainSettings = TrainSettings()
+    serve: ServeSettings = ServeSettings()
+    ray: RaySettings = RaySettings()
+
+
+class SettingsError(ValueError):
+    """A settings file or override that does not validate; the message names the key."""
+
+
+def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the YAML (default ``configs/pipeline.yaml``), apply environment overrides, validate."""
+    environ = os.environ if environ is None else environ
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        raw = yaml.safe_load(path.read_text()) if path.exists() else {}
+    except yaml.YAMLError as err:
+        raise SettingsError(f"{path}: not valid YAML: {err}") from None
+    data: dict[str, Any] = raw or {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: the top level must be a mapping of sections")
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) and "__" in key:
+            parts = key[len(ENV_PREFIX):].lower().split("__")
+            _set_nested(data, parts, yaml.safe_load(value) if value != "" else None)
+    if environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        data.setdefault("kafka", {})["bootstrap_servers"] = environ["KAFKA_BOOTSTRAP_SERVERS"]
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        got = f" (got {first['input']!r})" if "input" in first and not isinstance(first["input"], dict) else ""
+        raise SettingsError(f"{where}: {first['msg']}{got}") from None
+
+
+def _set_nested(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    for part in parts[:-1]:
+        data = data.setdefault(part, {})
+    data[parts[-1]] = value

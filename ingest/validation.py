@@ -1,0 +1,269 @@
+"""Decoding and validating readings, a whole batch at a time.
+
+The stream workers, the batch loader and the HTTP API all call
+:func:`validate_records`; a single reading is a batch of one. Checks run per
+column with numpy where they can, so a polled batch of thousands of messages
+costs a few array operations per field rather than a Python loop per value.
+
+Nothing is repaired: a missing value is ``missing_field``, never a zero; a string
+``"23.5"`` is ``wrong_type``, never parsed; a value outside the plausible range
+of the sensor (see :mod:`ingest.schema`) is ``out_of_range``, never clamped.
+
+>>> batch = validate_records([{"sensor_id": "s1", "timestamp": 1654733331,
+...     "temperature_c": 20.0, "humidity_pct": 57.4, "tvoc_ppb": 0, "eco2_ppm": 400,
+...     "raw_h2_ticks": 12306, "raw_ethanol_ticks": 18520, "pressure_hpa": 939.7,
+...     "pm1_0_ugm3": 0.0, "pm2_5_ugm3": 0.0, "nc0_5_per_cm3": 0.0,
+...     "nc1_0_per_cm3": 0.0, "nc2_5_per_cm3": 0.0}, {"sensor_id": "s2"}])
+>>> batch.sensor_ids, sorted({p.reason for p in batch.rejected[1]})
+(['s1'], ['bad_timestamp', 'missing_field'])
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ingest.schema import (
+    ALIASES,
+    FIELDS,
+    MAX_EPOCH_SECONDS,
+    MAX_MESSAGE_BYTES,
+    MAX_SENSOR_ID_LENGTH,
+    MEASUREMENTS,
+    MIN_EPOCH_SECONDS,
+    SENSOR_ID,
+    TIMESTAMP,
+    Reason,
+)
+
+_SENSOR_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]*")
+_CANONICAL_KEYS = frozenset(MEASUREMENTS)
+_OTHER_SPELLINGS = frozenset(alias for alias, name in ALIASES.items() if alias != name)
+_LOWS = np.array([f.low for f in FIELDS])
+_HIGHS = np.array([f.high for f in FIELDS])
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why one reading was rejected: the field (None for the whole message) and a reason."""
+
+    field: str | None
+    reason: str
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass
+class ValidatedBatch:
+    """The accepted readings of a batch as columns, and the problems of the rest.
+
+    ``index[k]`` is the position in the input of the k-th accepted reading;
+    ``values[k, j]`` is its measurement ``MEASUREMENTS[j]``.
+    """
+
+    index: np.ndarray
+    sensor_ids: list[str | None]
+    timestamps: np.ndarray
+    values: np.ndarray
+    rejected: dict[int, list[Problem]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def parse_timestamp(value: object) -> float:
+    """RFC 3339 text (with an offset) or epoch seconds -> epoch seconds (float).
+
+    Raises ``ValueError`` with the cause; naive times are refused because their
+    zone is a guess.
+    """
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a time")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text or len(text) > 64:
+            raise ValueError("not an RFC 3339 time")
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError as err:
+            raise ValueError(f"not an RFC 3339 time: {err}") from None
+        if parsed.tzinfo is None:
+            raise ValueError("RFC 3339 time without a UTC offset")
+        seconds = parsed.timestamp()
+    else:
+        raise ValueError(f"a {type(value).__name__} is not a time")
+    if not math.isfinite(seconds) or not MIN_EPOCH_SECONDS <= seconds <= MAX_EPOCH_SECONDS:
+        raise ValueError("time outside 2000-01-01..2100-01-01")
+    return seconds
+
+
+def format_timestamp(seconds: float) -> str:
+    """Epoch seconds -> RFC 3339 UTC text with milliseconds."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def decode_messages(raws: Sequence[bytes | None]) -> tuple[list[object], dict[int, list[Problem]]]:
+    """Kafka message values -> decoded JSON documents, and the problems of those that are not.
+
+    An undecodable message leaves ``None`` in its place so positions keep matching offsets.
+    """
+    records: list[object] = []
+    rejected: dict[int, list[Problem]] = {}
+    for i, raw in enumerate(raws):
+        if raw is None:
+            rejected[i] = [Problem(None, Reason.NOT_JSON, "empty message (tombstone)")]
+            records.append(None)
+        elif len(raw) > MAX_MESSAGE_BYTES:
+            rejected[i] = [Problem(None, Reason.TOO_LARGE, f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}")]
+            records.append(None)
+        else:
+            try:
+                records.append(orjson.loads(raw))
+            except orjson.JSONDecodeError as err:
+                rejected[i] = [Problem(None, Reason.NOT_JSON, str(err)[:200])]
+                records.append(None)
+    return records, rejected
+
+
+def validate_records(
+    records: Sequence[object],
+    *,
+    require_identity: bool = True,
+    skip: Mapping[int, object] | None = None,
+) -> ValidatedBatch:
+    """Validate decoded readings; every problem of every reading is reported.
+
+    ``require_identity`` demands ``sensor_id`` and ``timestamp`` (the stream and
+    the lake); the HTTP API predicts on measurements alone and passes False.
+    ``skip`` holds positions already rejected (by :func:`decode_messages`).
+    """
+
+    problems: dict[int, list[Problem]] = {}
+
+    def reject(i: int, name: str | None, reason: str, detail: str) -> None:
+        problems.setdefault(i, []).append(Problem(name, reason, detail))
+
+    docs: list[Mapping[str, Any]] = []
+    live: list[int] = []
+    for i, record in enumerate(records):
+        if skip is not None and i in skip:
+            continue
+        if not isinstance(record, dict):
+            reject(i, None, Reason.NOT_OBJECT, f"a JSON {type(record).__name__}, not an object")
+            continue
+        if not (record.keys() >= _CANONICAL_KEYS) or record.keys() & _OTHER_SPELLINGS:
+            record = _to_canonical_names(i, record, reject)
+        docs.append(record)
+        live.append(i)
+
+    m = len(docs)
+    values = np.full((m, len(MEASUREMENTS)), np.nan)
+    for j, name in enumerate(MEASUREMENTS):
+        column = [doc.get(name, _MISSING) for doc in docs]
+        if not _all_numbers(column):
+            column = [_as_number(live[k], name, v, reject) for k, v in enumerate(column)]
+        try:
+            values[:, j] = column
+        except OverflowError:
+            column = [_as_number(live[k], name, v, reject) for k, v in enumerate(column)]
+            values[:, j] = column
+        col = values[:, j]
+        with np.errstate(invalid="ignore"):
+            for k in np.flatnonzero(~np.isfinite(col)):
+                if not _already_rejected(problems, live[k], name):
+                    reject(live[k], name, Reason.NOT_FINITE, f"{col[k]!r} is not a finite number")
+            for k in np.flatnonzero((col < _LOWS[j]) | (col > _HIGHS[j])):
+                spec = FIELDS[j]
+                reject(live[k], name, Reason.OUT_OF_RANGE,
+                       f"{col[k]:g} outside {spec.low:g}..{spec.high:g} {spec.unit} ({spec.sensor})")
+
+    sensor_ids: list[str | None] = []
+    timestamps = np.full(m, np.nan)
+    for k, doc in enumerate(docs):
+        i = live[k]
+        sensor_id = doc.get(SENSOR_ID, _MISSING)
+        if sensor_id is _MISSING or sensor_id is None:
+            if require_identity:
+                reject(i, SENSOR_ID, Reason.BAD_SENSOR_ID, "missing")
+            sensor_id = None
+        elif not (isinstance(sensor_id, str) and 0 < len(sensor_id) <= MAX_SENSOR_ID_LENGTH
+                  and _SENSOR_ID_PATTERN.fullmatch(sensor_id)):
+            reject(i, SENSOR_ID, Reason.BAD_SENSOR_ID,
+                   f"must be 1..{MAX_SENSOR_ID_LENGTH} characters of A-Z a-z 0-9 . _ : -")
+        sensor_ids.append(sensor_id)
+        stamp = doc.get(TIMESTAMP, _MISSING)
+        if stamp is _MISSING or stamp is None:
+            if require_identity:
+                reject(i, TIMESTAMP, Reason.BAD_TIMESTAMP, "missing")
+            continue
+        try:
+            timestamps[k] = parse_timestamp(stamp)
+        except (ValueError, OverflowError, OSError) as err:
+            reject(i, TIMESTAMP, Reason.BAD_TIMESTAMP, str(err))
+
+    keep = np.array([i not in problems for i in live], dtype=bool)
+    index = np.array(live, dtype=np.int64)[keep] if m else np.zeros(0, dtype=np.int64)
+    return ValidatedBatch(
+        index=index,
+        sensor_ids=[s for s, ok in zip(sensor_ids, keep, strict=True) if ok],
+        timestamps=timestamps[keep] if m else timestamps,
+        values=values[keep] if m else values,
+        rejected=problems,
+    )
+
+
+def validate_messages(raws: Sequence[bytes | None]) -> ValidatedBatch:
+    """Raw Kafka values -> a validated batch; positions in ``rejected`` match ``raws``."""
+    records, undecodable = decode_messages(raws)
+    batch = validate_records(records, skip=undecodable)
+    batch.rejected.update(undecodable)
+    return batch
+
+
+def _to_canonical_names(i: int, record: Mapping[str, Any], reject) -> dict[str, Any]:
+    """Rename seed and Kaggle spellings to canonical names; two spellings that disagree are an error."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = ALIASES.get(key, key)
+        if name in out and out[name] != value:
+            reject(i, name, Reason.CONFLICTING_ALIASES, f"{key!r} disagrees with another spelling of {name}")
+            continue
+        out[name] = value
+    return out
+
+
+def _all_numbers(column: list[object]) -> bool:
+    kinds = set(map(type, column))
+    return kinds <= {float, int}
+
+
+def _as_number(i: int, name: str, value: object, reject) -> float:
+    """One value of a column that is not all numbers: classify what is wrong with it."""
+    if value is _MISSING:
+        reject(i, name, Reason.MISSING_FIELD, "missing")
+    elif value is None:
+        reject(i, name, Reason.MISSING_FIELD, "null")
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        reject(i, name, Reason.WRONG_TYPE, f"a {type(value).__name__}, not a number")
+    else:
+        try:
+            return float(value)
+        except OverflowError:
+            reject(i, name, Reason.OUT_OF_RANGE, "integer too large for a float")
+    return math.nan
+
+
+def _already_rejected(problems: dict[int, list[Problem]], i: int, name: str) -> bool:
+    return any(p.field == name for p in problems.get(i, ()))

@@ -1,0 +1,92 @@
+"""Shared fixtures: a real embedded broker and a real Ray cluster, each started once per session.
+
+Both listen on free ports and are passed to code by address (never ``address="auto"``);
+teardown stops only what this session started (never ``ray stop``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from ingest.broker import EmbeddedBroker, ensure_topics
+from ingest.settings import KafkaSettings, Settings, load_settings
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--full", action="store_true", help="run the long reliability scenarios")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--full"):
+        return
+    skip = pytest.mark.skip(reason="long scenario: run with --full")
+    for item in items:
+        if "full" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    """The embedded Tansu broker on a free port, for the whole session."""
+    with EmbeddedBroker() as running:
+        yield running
+
+
+@pytest.fixture
+def kafka_settings(broker: EmbeddedBroker) -> KafkaSettings:
+    """Kafka settings with topic names unique to one test, and the topics created.
+
+    The broker is shared by the session; unique topics keep tests independent.
+    """
+    suffix = uuid.uuid4().hex[:8]
+    settings = KafkaSettings(
+        bootstrap_servers=broker.bootstrap_servers,
+        topic=f"readings_{suffix}",
+        alerts_topic=f"alerts_{suffix}",
+        dlq_topic=f"readings_{suffix}.dlq",
+        partitions=4,
+        group_id=f"group_{suffix}",
+    )
+    ensure_topics(broker.bootstrap_servers, settings)
+    return settings
+
+
+@pytest.fixture
+def settings(kafka_settings: KafkaSettings, tmp_path) -> Settings:
+    """Full settings for one test: its own topics and its own data directories."""
+    base = load_settings(environ={})
+    return base.model_copy(update={
+        "kafka": kafka_settings,
+        "stream": base.stream.model_copy(update={
+            "checkpoint_dir": str(tmp_path / "checkpoints"), "lake_dir": str(tmp_path / "lake")}),
+        "train": base.train.model_copy(update={"registry_dir": str(tmp_path / "registry")}),
+        "simulator": base.simulator.model_copy(update={"out_dir": tmp_path / "simulator"}),
+    })
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real multi-node-capable Ray cluster (``ray.cluster_utils.Cluster``) with the driver connected.
+
+    The head has 4 logical CPUs (on 2 real cores) so that a Train/Tune sweep, the stream
+    actors and Serve can be placed side by side; tests that need node loss add their
+    own nodes with ``ray_cluster.add_node`` and remove them.
+    """
+    import ray
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 4, "include_dashboard": False},
+    )
+    ray.init(address=cluster.address, namespace="smoke-tests", log_to_driver=False)
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
