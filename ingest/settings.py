@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "pipeline.yaml"
@@ -83,13 +83,38 @@ class TrainSettings(Section):
     max_concurrent_trials: int = Field(1, ge=1)
 
 
+class ServeVariant(Section):
+    """One arm of the A/B split: a registry reference and its share of the sensors."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    ref: str = Field("production", description="'production' (follows the alias) or a pinned version like v0002")
+    weight: float = Field(1.0, gt=0)
+
+
 class ServeSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    max_batch_rows: int = Field(10_000, ge=1)
+    app_name: str = Field("smoke", description="Serve application name")
+    max_batch_rows: int = Field(10_000, ge=1, description="rows per /predict/batch request; more is 413")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="request body limit; more is 413")
     cors_origins: list[str] = []
     api_keys: list[str] = Field([], description="accepted API keys; empty disables auth")
     rate_limit_per_minute: int = Field(0, ge=0, description="per API key; 0 disables")
+    rate_limit_burst: int = Field(0, ge=0, description="bucket size; 0 means rate_limit_per_minute")
+    batch_max_size: int = Field(64, ge=1, description="@serve.batch size behind /predict")
+    batch_wait_timeout_s: float = Field(0.0, ge=0, description="wait for a fuller batch; 0 takes what is queued")
+    reload_poll_s: float = Field(2.0, gt=0, description="how often replicas read the production alias")
+    variants: list[ServeVariant] = Field(
+        [], description="A/B split by sensor_id hash; empty serves the production alias alone")
+    shadow: str | None = Field(None, description="registry reference scored and counted but never returned")
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        # SMOKE_SERVE__API_KEYS=k1,k2 arrives as one YAML string; a list stays a list.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 class RaySettings(Section):
