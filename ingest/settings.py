@@ -71,6 +71,14 @@ class StreamSettings(Section):
     checkpoint_dir: str = Field("data/checkpoints", description="local path or pyarrow filesystem URI")
     lake_dir: str = Field("data/lake", description="Parquet lake of accepted readings and features")
     idle_eviction_s: float = Field(600.0, gt=0, description="evict a sensor's state after this long unseen")
+    supervisor_name: str = Field("stream-supervisor", min_length=1,
+                                 description="name of the detached supervisor actor in ray.namespace")
+    worker_num_cpus: float = Field(0.5, ge=0, description="logical CPUs reserved per PartitionWorker")
+    model_poll_s: float = Field(3.0, gt=0, description="how often workers read the registry's production alias")
+    health_check_s: float = Field(1.0, gt=0, description="how often the supervisor checks its workers")
+    reset_grace_s: float = Field(3.0, gt=0,
+                                 description="a checkpointed offset beyond the partition end for this long "
+                                             "means the broker lost its log (memory-only broker restarted)")
 
 
 class TrainSettings(Section):
