@@ -3,7 +3,7 @@
 Layout::
 
     <root>/<name>/v0001/            one directory per registered version
-        model.txt | model.pkl       LightGBM text model, or a pickled sklearn estimator
+        model.txt | model.pkl       LightGBM text model, or a pickled sklearn pipeline (train.models)
         metadata.json               features, params, metrics, data fingerprint, code version ...
         <artifacts>                 report.md, plots, drift reference
     <root>/<name>/production        the alias: one line naming the production version
@@ -33,7 +33,6 @@ import contextlib
 import fcntl
 import json
 import os
-import pickle
 import re
 import shutil
 import subprocess
@@ -47,13 +46,12 @@ from typing import Any
 import numpy as np
 
 from train.features import FEATURE_NAMES, FEATURE_VERSION, check_feature_names
+from train.models import load_model, predict_proba, save_model
 
 PRODUCTION = "production"
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 # The metric promotion compares when metadata does not name one; higher is better.
 DEFAULT_PROMOTION_METRIC = "pr_auc"
-LIGHTGBM_FILE = "model.txt"
-PICKLE_FILE = "model.pkl"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 __all__ = ["LoadedModel", "ModelRegistry", "PromotionRefused", "RegistryError", "code_version"]
@@ -107,9 +105,7 @@ class LoadedModel:
                              f"in the order of its feature_names, got {x.shape}")
         if len(x) == 0:
             return np.empty(0)
-        if hasattr(self._model, "predict_proba"):
-            return np.asarray(self._model.predict_proba(x))[:, 1]
-        return np.asarray(self._model.predict(x), dtype=np.float64)  # lightgbm.Booster, binary objective
+        return predict_proba(self._model, x)
 
     def select(self, all_features: np.ndarray) -> np.ndarray:
         """Columns in ``train.features.FEATURE_NAMES`` order -> this model's columns."""
@@ -157,12 +153,12 @@ class ModelRegistry:
         self.directory.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.directory))
         try:
-            model_type, model_file = _save_model(model, staging)
+            kind, model_file = save_model(model, staging)
             meta = {
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "code_version": code_version(),
                 "feature_version": FEATURE_VERSION,
-                "model_type": model_type,
+                "model_type": kind,
                 **metadata,
                 "model_file": model_file,
                 "name": self.name,
@@ -263,7 +259,7 @@ class ModelRegistry:
             raise RegistryError(f"{self.name}:{version} was trained on feature version {meta.get('feature_version')}, "
                                 f"this code computes version {FEATURE_VERSION}: retrain it")
         directory = self.directory / version
-        return LoadedModel(self.name, version, meta, _load_model(directory, meta), directory)
+        return LoadedModel(self.name, version, meta, load_model(directory / meta["model_file"]), directory)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -308,31 +304,6 @@ class ModelRegistry:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _save_model(model: Any, directory: Path) -> tuple[str, str]:
-    import lightgbm as lgb
-
-    if isinstance(model, lgb.Booster):
-        model.save_model(str(directory / LIGHTGBM_FILE))
-        return "lightgbm", LIGHTGBM_FILE
-    if not hasattr(model, "predict_proba"):
-        raise TypeError(f"cannot register a {type(model).__name__}: need a lightgbm.Booster or an "
-                        "estimator with predict_proba")
-    with open(directory / PICKLE_FILE, "wb") as handle:
-        pickle.dump(model, handle, protocol=pickle.HIGHEST_PROTOCOL)
-    return f"sklearn:{type(model).__name__}", PICKLE_FILE
-
-
-def _load_model(directory: Path, meta: dict[str, Any]) -> Any:
-    path = directory / meta.get("model_file", PICKLE_FILE)
-    if path.name == LIGHTGBM_FILE:
-        import lightgbm as lgb
-
-        return lgb.Booster(model_file=str(path))
-    with open(path, "rb") as handle:
-        # Only our own registry directory is read here; never point a registry at untrusted files.
-        return pickle.load(handle)
 
 
 def _atomic_write(path: Path, text: str) -> None:
