@@ -1,0 +1,123 @@
+"""The Ray Serve application: one deployment that is the model plus its FastAPI ingress.
+
+Following Ray Serve's own examples, the replica that parses the HTTP request
+also holds the model: on this 2-core target a second deployment behind a handle
+would add a process hop to every prediction for no gain (LightGBM scores a
+batch in well under a millisecond). Replicas scale out as a whole under the
+``autoscaling_config`` of ``configs/serve.yaml``.
+
+``serve deploy configs/serve.yaml`` imports :func:`app_builder`; ``smoke serve
+start`` and the tests call :func:`build_app` with settings in hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from ray import serve
+from ray.serve import Application
+
+from ingest.settings import REPO_ROOT, ServeSettings, load_settings
+from serve.api import create_api, item, score_and_count
+from serve.metrics import ServeMetrics
+from serve.model import ModelServer
+
+logger = logging.getLogger(__name__)
+
+DEPLOYMENT_NAME = "SmokeDetector"
+
+
+class AppConfig(BaseModel):
+    """Everything a replica needs, resolved before deployment (replicas read no files or environment)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    serve: ServeSettings
+    registry_dir: str  # absolute
+    model_name: str
+
+
+@serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=64, health_check_period_s=10)
+@serve.ingress()
+class SmokeDetector:
+    """FastAPI ingress and the model(s) it serves, with hot reload and A/B variants."""
+
+    def __init__(self, config: AppConfig) -> None:
+        self.settings = config.serve
+        self.metrics = ServeMetrics(ray_metrics=True)
+        self.server = ModelServer(config.registry_dir, config.model_name, config.serve)
+        self.server.on_swap = self._version_changed
+        # Load before taking traffic; with nothing promoted yet the replica still starts
+        # (health says "degraded", /predict answers 503) and the poller loads the first model.
+        self.server.refresh()
+        self._predict_batched.set_max_batch_size(self.settings.batch_max_size)
+        self._predict_batched.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
+
+    def __serve_build_asgi_app__(self):
+        # Built per replica, after __init__, so the routes close over this replica's models.
+        return create_api(self)
+
+    def _version_changed(self, old: str | None, new: str) -> None:
+        if old is not None:
+            self.metrics.model_version(old, active=False)
+        self.metrics.model_version(new, active=True)
+
+    async def predict_one(self, values: np.ndarray, sensor_id: str | None) -> dict[str, Any]:
+        return await self._predict_batched((values, sensor_id))
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
+    async def _predict_batched(self, requests: list[tuple[np.ndarray, str | None]]) -> list[dict[str, Any]]:
+        # Concurrent /predict calls on this replica are scored together: one model call per variant.
+        values = np.stack([r[0] for r in requests])
+        scored = score_and_count(self.server, self.metrics, values, [r[1] for r in requests])
+        return [item(scored, i) for i in range(len(requests))]
+
+    def check_health(self) -> None:
+        # Serve restarts a replica whose health check raises. A missing model is not a reason:
+        # a restart would not bring one, and /health reports "degraded" meanwhile.
+        return None
+
+
+def _resolve(path: str) -> str:
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (REPO_ROOT / p).resolve())
+
+
+def build_app(serve_settings: ServeSettings, registry_dir: str, model_name: str,
+              deployment_options: dict[str, Any] | None = None) -> Application:
+    """The application for settings in hand; ``deployment_options`` as in a Serve config's deployment entry."""
+    config = AppConfig(serve=serve_settings, registry_dir=_resolve(registry_dir), model_name=model_name)
+    deployment = SmokeDetector
+    if deployment_options:
+        deployment = deployment.options(**deployment_options)
+    # max_ongoing_requests must cover a full batch or @serve.batch cannot fill it.
+    return deployment.bind(config)
+
+
+class BuilderArgs(BaseModel):
+    """``args:`` of the application in configs/serve.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: str | None = None  # pipeline settings file; default configs/pipeline.yaml
+    serve: dict[str, Any] = {}  # overrides of the serve section
+    registry_dir: str | None = None
+    model_name: str | None = None
+
+
+def app_builder(args: BuilderArgs) -> Application:
+    """Entry point of ``serve deploy configs/serve.yaml`` (``import_path: serve.app:app_builder``).
+
+    Settings come from the pipeline settings file and ``SMOKE_*`` environment
+    variables (set them under ``runtime_env.env_vars`` in the Serve config), then
+    ``args.serve`` overrides; relative paths are taken from the project root,
+    because the builder does not run in the caller's directory.
+    """
+    settings = load_settings(_resolve(args.config) if args.config else None)
+    serve_settings = ServeSettings.model_validate({**settings.serve.model_dump(), **args.serve})
+    return build_app(serve_settings, args.registry_dir or settings.train.registry_dir,
+                     args.model_name or settings.train.model_name)

@@ -1,0 +1,112 @@
+"""Serve metrics: Ray metrics for Prometheus, and in-replica counters for ``/predictions/stats``.
+
+Names and tags follow docs/metrics.md. They are defined with
+``ray.serve.metrics`` so Ray adds the deployment, replica and application tags
+and exports them beside its own ``ray_serve_*`` metrics as
+``ray_smoke_predictions_total`` and so on.
+
+Outside a Ray worker (the plain-uvicorn baseline of bench/serve.py) the Ray
+metrics are off and only the in-process counters run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as _Tally
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+# Seconds; predictions take about a millisecond, a slow batch can take a second.
+LATENCY_BOUNDARIES = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]
+
+
+class ServeMetrics:
+    """Counts predictions by variant and outcome, validation failures by reason, latencies."""
+
+    def __init__(self, ray_metrics: bool = True) -> None:
+        self.started = time.time()
+        self.requests = 0
+        self.predictions: _Tally[tuple[str, str]] = _Tally()  # (variant, outcome) -> count
+        self.versions: dict[str, str] = {}  # variant -> model version of its last prediction
+        self.validation_failures: _Tally[str] = _Tally()
+        self.shadow_agreements = 0
+        self.shadow_total = 0
+        self._latencies: deque[float] = deque(maxlen=2048)  # recent request latencies, for stats
+        self._ray = None
+        if ray_metrics:
+            from ray.serve import metrics
+
+            self._ray = {
+                "predictions": metrics.Counter(
+                    "smoke_predictions", "predictions served, by model variant and outcome (fire/no_fire)",
+                    tag_keys=("variant", "outcome")),
+                "validation": metrics.Counter(
+                    "smoke_validation_failures", "request readings rejected by validation, by reason",
+                    tag_keys=("reason",)),
+                "latency": metrics.Histogram(
+                    "smoke_prediction_latency_seconds", "time from request parsed to prediction ready",
+                    boundaries=LATENCY_BOUNDARIES, tag_keys=("variant",)),
+                "version": metrics.Gauge(
+                    "smoke_model_version", "1 for the model version a variant serves, 0 after it is replaced",
+                    tag_keys=("component", "version")),
+            }
+
+    def predicted(self, variant: str, version: str, fire: int, no_fire: int) -> None:
+        self.versions[variant] = version
+        for outcome, count in (("fire", fire), ("no_fire", no_fire)):
+            if count:
+                self.predictions[(variant, outcome)] += count
+                if self._ray is not None:
+                    self._ray["predictions"].inc(count, tags={"variant": variant, "outcome": outcome})
+
+    def shadow(self, agreements: int, total: int) -> None:
+        self.shadow_agreements += agreements
+        self.shadow_total += total
+
+    def rejected(self, reasons: list[str]) -> None:
+        for reason in reasons:
+            self.validation_failures[reason] += 1
+            if self._ray is not None:
+                self._ray["validation"].inc(1, tags={"reason": reason})
+
+    def latency(self, seconds: float, variants: list[str]) -> None:
+        self.requests += 1
+        self._latencies.append(seconds)
+        if self._ray is not None:
+            for variant in variants:
+                self._ray["latency"].observe(seconds, tags={"variant": variant})
+
+    def model_version(self, version: str, active: bool) -> None:
+        if self._ray is not None:
+            self._ray["version"].set(1.0 if active else 0.0, tags={"component": "serve", "version": version})
+
+    def snapshot(self) -> dict[str, Any]:
+        """The replica's counters as the ``/predictions/stats`` body."""
+        by_variant: dict[str, dict[str, Any]] = {}
+        for (variant, outcome), count in sorted(self.predictions.items()):
+            entry = by_variant.setdefault(variant, {"model_version": self.versions.get(variant),
+                                                    "predictions": 0, "fire": 0, "no_fire": 0})
+            entry[outcome] += count
+            entry["predictions"] += count
+        fire = sum(v["fire"] for k, v in by_variant.items() if k != "shadow")
+        no_fire = sum(v["no_fire"] for k, v in by_variant.items() if k != "shadow")
+        lat = np.fromiter(self._latencies, dtype=np.float64)
+        latency = ({"count": len(lat), "mean": float(lat.mean()), "p50": float(np.percentile(lat, 50)),
+                    "p95": float(np.percentile(lat, 95)), "p99": float(np.percentile(lat, 99))}
+                   if len(lat) else {"count": 0, "mean": None, "p50": None, "p95": None, "p99": None})
+        return {
+            "scope": "replica",
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "total_requests": self.requests,
+            "total_predictions": fire + no_fire,
+            "fire_predictions": fire,
+            "no_fire_predictions": no_fire,
+            "fire_rate": fire / (fire + no_fire) if fire + no_fire else None,
+            "validation_failures": dict(self.validation_failures),
+            "by_variant": by_variant,
+            "shadow": ({"compared": self.shadow_total, "agreement_rate": self.shadow_agreements / self.shadow_total}
+                       if self.shadow_total else None),
+            "latency_seconds": latency,
+        }

@@ -1,0 +1,176 @@
+"""The models a replica serves: loading from the registry, hot reload, A/B variants, shadow, scoring.
+
+A replica holds one :class:`LoadedModel` per variant (and one for the shadow).
+A variant whose reference is ``production`` follows the registry alias:
+:meth:`ModelServer.refresh` reads the alias (one small file), and when it names
+another version it loads that version completely first and only then swaps the
+reference. A request that started scoring keeps the model object it took, so
+no request sees a half-loaded model or fails during the switch.
+
+Features come from :func:`train.features.point_features`, the one
+implementation shared with the stream and training: a single HTTP reading has
+no history, so served models must use point features only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ingest.settings import ServeSettings, ServeVariant
+from serve.ab import ABSplit
+from train.features import POINT_FEATURES, point_features
+from train.registry import PRODUCTION, LoadedModel, ModelRegistry, RegistryError
+
+logger = logging.getLogger(__name__)
+
+
+class NoModelError(RuntimeError):
+    """No model is loaded for a variant (nothing promoted yet, or the load failed)."""
+
+
+@dataclass
+class Slot:
+    """A variant's reference and the model currently serving it."""
+
+    name: str
+    ref: str
+    weight: float
+    model: LoadedModel | None = None
+    columns: np.ndarray | None = None  # model features as columns of point_features()
+    error: str | None = None  # why the last load failed
+
+
+@dataclass
+class Scored:
+    """Predictions for a batch of readings, in input order."""
+
+    probability: np.ndarray
+    prediction: np.ndarray  # 0/1 at each variant's model threshold
+    threshold: np.ndarray
+    variant: list[str]
+    version: list[str]
+    shadow: np.ndarray | None = None  # shadow probabilities (never returned to clients)
+    groups: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # variant -> (version, fire, no_fire)
+
+
+def _columns_for(model: LoadedModel) -> np.ndarray:
+    missing = [n for n in model.feature_names if n not in POINT_FEATURES]
+    if missing:
+        raise RegistryError(
+            f"{model.name}:{model.version} needs windowed features ({', '.join(missing[:3])} ...) that a single "
+            "HTTP reading cannot provide; serve a model trained on POINT_FEATURES")
+    return np.array([POINT_FEATURES.index(n) for n in model.feature_names], dtype=np.int64)
+
+
+class ModelServer:
+    """Variants, shadow and hot reload of one replica."""
+
+    def __init__(self, registry_dir: str, model_name: str, settings: ServeSettings) -> None:
+        self.registry = ModelRegistry(registry_dir, model_name)
+        variants = settings.variants or [ServeVariant(name="production", ref=PRODUCTION, weight=1.0)]
+        self.slots = [Slot(v.name, v.ref, v.weight) for v in variants]
+        self.split = ABSplit([s.name for s in self.slots], [s.weight for s in self.slots])
+        self.shadow = Slot("shadow", settings.shadow, 0.0) if settings.shadow else None
+        self._load_lock = threading.Lock()  # one loader at a time (poller and /model/reload)
+        self.on_swap = None  # callback(old_version | None, new_version), for the version gauge
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def all_slots(self) -> list[Slot]:
+        return [*self.slots, self.shadow] if self.shadow else list(self.slots)
+
+    def refresh(self) -> list[str]:
+        """Load every slot whose reference now names another version; returns the slots that switched.
+
+        Blocking (file reads and model parsing): call it from a thread, not the event loop.
+        A failed load keeps the previous model serving and logs one line.
+        """
+        switched: list[str] = []
+        with self._load_lock:
+            for slot in self.all_slots:
+                try:
+                    version = self.registry.resolve(slot.ref)
+                except RegistryError as err:
+                    if slot.error != str(err):
+                        logger.warning("variant %s: cannot resolve %r: %s", slot.name, slot.ref, err)
+                    slot.error = str(err)
+                    continue
+                if slot.model is not None and slot.model.version == version:
+                    continue
+                try:
+                    model = self.registry.load(version)
+                    columns = _columns_for(model)
+                except Exception as err:  # a bad version must not take the serving one down
+                    logger.error("variant %s: loading %s:%s failed, keeping %s: %s", slot.name,
+                                 self.registry.name, version, slot.model.version if slot.model else "none", err)
+                    slot.error = f"{type(err).__name__}: {err}"
+                    continue
+                old = slot.model.version if slot.model else None
+                # Model and columns are swapped as one tuple assignment: a scorer reads both together.
+                slot.model, slot.columns, slot.error = model, columns, None
+                switched.append(slot.name)
+                logger.info("variant %s now serves %s:%s (was %s)", slot.name, model.name, model.version, old)
+                if self.on_swap is not None:
+                    self.on_swap(old, model.version)
+        return switched
+
+    @property
+    def loaded(self) -> bool:
+        return all(s.model is not None for s in self.slots)
+
+    @property
+    def primary(self) -> Slot:
+        """The first variant (the one ``/model/info`` describes)."""
+        return self.slots[0]
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    def score(self, values: np.ndarray, sensor_ids: Sequence[str | None]) -> Scored:
+        """Measurements ``(n, 12)`` in MEASUREMENTS order -> probabilities, one model call per variant."""
+        n = len(values)
+        features = point_features(values)
+        assignment = self.split.assign(sensor_ids)
+        probability = np.empty(n)
+        prediction = np.empty(n, dtype=np.int64)
+        threshold = np.empty(n)
+        variant: list[str] = [""] * n
+        version: list[str] = [""] * n
+        groups: dict[str, tuple[str, int, int]] = {}
+        for k, slot in enumerate(self.slots):
+            rows = np.flatnonzero(assignment == k) if len(self.slots) > 1 else np.arange(n)
+            if not len(rows):
+                continue
+            model, columns = slot.model, slot.columns  # take both once: a swap may happen meanwhile
+            if model is None:
+                raise NoModelError(f"variant {slot.name}: no model loaded ({slot.error or 'loading'})")
+            p = model.predict_proba(features[rows][:, columns])
+            y = (p >= model.threshold).astype(np.int64)
+            probability[rows] = p
+            prediction[rows] = y
+            threshold[rows] = model.threshold
+            for i in rows.tolist():
+                variant[i] = slot.name
+                version[i] = model.version
+            fire = int(y.sum())
+            groups[slot.name] = (model.version, fire, len(rows) - fire)
+        shadow = None
+        if self.shadow is not None and self.shadow.model is not None:
+            model, columns = self.shadow.model, self.shadow.columns
+            try:
+                shadow = model.predict_proba(features[:, columns])
+                fire = int((shadow >= model.threshold).sum())
+                groups["shadow"] = (model.version, fire, n - fire)
+            except Exception as err:  # the shadow must never fail a request
+                logger.error("shadow %s failed, ignored: %s", model.version, err)
+        return Scored(probability, prediction, threshold, variant, version, shadow, groups)
+
+    def describe(self) -> list[dict]:
+        return [{"name": s.name, "ref": s.ref, "weight": float(share),
+                 "model_version": s.model.version if s.model else None, "error": s.error}
+                for s, share in zip(self.slots, self.split.shares, strict=True)]
