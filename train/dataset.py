@@ -62,17 +62,17 @@ def load_source(source: str | Path) -> pd.DataFrame:
 
 
 def validate_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Keep the readings :func:`ingest.validation.validate_records` accepts; count the rest by reason.
+    """Keep the readings :func:`ingest.validation.validate_records` accepts and labelled 0/1.
 
-    The label must be present and 0/1 on every row: a reading without a label cannot train.
+    Returns them and the count of dropped rows by reason. More than ``MAX_REJECTED_SHARE``
+    dropped is an error (wrong file, not noisy data).
     """
     missing = [c for c in (*READING_COLUMNS, LABEL) if c not in frame.columns]
     if missing:
         raise TrainingDataError(f"training data lacks columns: {', '.join(missing)}")
+    # A row whose label is not 0/1 cannot train; it is dropped and counted like an invalid reading.
     labels = pd.to_numeric(frame[LABEL], errors="coerce")
-    if labels.isna().any() or not labels.isin((0, 1)).all():
-        bad = frame.loc[labels.isna() | ~labels.isin((0, 1)), LABEL].head(3).tolist()
-        raise TrainingDataError(f"{LABEL} must be 0 or 1 on every row, found {bad}")
+    labelled = labels.isin((0, 1)).to_numpy()
     records = frame[list(READING_COLUMNS)].to_dict("records")
     for record in records:  # pandas hands out numpy scalars and Timestamps; validation wants plain values
         stamp = record[TIMESTAMP]
@@ -80,16 +80,20 @@ def validate_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
             record[TIMESTAMP] = stamp.timestamp() if stamp.tzinfo else stamp.isoformat()
     batch = validate_records(records)
     reasons = Counter(p.reason for problems in batch.rejected.values() for p in problems)
-    rejected = len(frame) - len(batch)
+    unlabelled = int((~labelled).sum())
+    if unlabelled:
+        reasons["bad_label"] = unlabelled
+    keep = labelled[batch.index]
+    rejected = len(frame) - int(keep.sum())
     if len(frame) == 0 or rejected / len(frame) > MAX_REJECTED_SHARE:
         raise TrainingDataError(f"{rejected} of {len(frame)} rows fail validation ({dict(reasons)}); "
                                 f"refusing to train on more than {MAX_REJECTED_SHARE:.0%} rejected")
     if rejected:
         log.warning("training data: dropped %d invalid rows of %d: %s", rejected, len(frame), dict(reasons))
-    clean = pd.DataFrame(batch.values, columns=list(MEASUREMENTS))
-    clean.insert(0, TIMESTAMP, batch.timestamps)
-    clean.insert(0, SENSOR_ID, batch.sensor_ids)
-    clean[LABEL] = labels.to_numpy()[batch.index].astype(np.int64)
+    clean = pd.DataFrame(batch.values[keep], columns=list(MEASUREMENTS))
+    clean.insert(0, TIMESTAMP, batch.timestamps[keep])
+    clean.insert(0, SENSOR_ID, np.asarray(batch.sensor_ids, dtype=object)[keep])
+    clean[LABEL] = labels.to_numpy()[batch.index[keep]].astype(np.int64)
     return clean, dict(reasons)
 
 

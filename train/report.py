@@ -14,6 +14,8 @@ import numpy as np
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
+from ingest.validation import format_timestamp
+
 PLOTS = ("pr_curve.png", "roc_curve.png", "feature_importance.png", "calibration.png")
 
 
@@ -89,9 +91,9 @@ def write_report(out_dir: Path, *, title: str, run: dict[str, Any], evaluation: 
         f"- params: `{run['params']}`",
         f"- data: {run['data']['rows']} rows, {run['data']['sensors']} sensors, "
         f"fingerprint `{run['data']['fingerprint'][:16]}`",
-        f"- split by time: train {run['split']['train_rows']} rows up to {run['split']['train_end']}, "
-        f"validation {run['split']['validation_rows']}, test {run['split']['test_rows']} rows "
-        f"from {run['split']['test_start']}",
+        f"- split by time: train {run['split']['train_rows']} rows before "
+        f"{format_timestamp(run['split']['train_end'])}, validation {run['split']['validation_rows']}, "
+        f"test {run['split']['test_rows']} rows from {format_timestamp(run['split']['test_start'])}",
         "",
         "## Decision threshold",
         "",
