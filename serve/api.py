@@ -173,11 +173,15 @@ def create_api(backend: Backend) -> FastAPI:
 
     async def read_json(request: Request) -> Any:
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body:
-            raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {max_body} bytes")
-        body = await request.body()
-        if len(body) > max_body:
-            raise ApiError(413, f"request body of {len(body)} bytes exceeds the limit of {max_body} bytes")
+        size = int(declared) if declared is not None and declared.isdigit() else None
+        body = b""
+        if size is None or size <= max_body:
+            body = await request.body()
+            size = len(body)
+        if size > max_body:
+            metrics.rejected([Reason.TOO_LARGE])
+            raise ApiError(413, f"request body of {size} bytes exceeds the limit of {max_body} bytes", [
+                {"field": None, "reason": Reason.TOO_LARGE, "detail": f"{size} > {max_body} bytes", "aliases": []}])
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as err:
@@ -276,7 +280,9 @@ def create_api(backend: Backend) -> FastAPI:
                            [{"field": "data", "reason": Reason.WRONG_TYPE, "detail": "not a list", "aliases": []}])
         if len(doc) > settings.max_batch_rows:
             raise ApiError(413, f"data: {len(doc)} readings exceed the limit of {settings.max_batch_rows} "
-                                "per request; split the batch")
+                                "per request; split the batch",
+                           [{"field": "data", "reason": Reason.TOO_LARGE, "aliases": [],
+                             "detail": f"{len(doc)} > {settings.max_batch_rows} readings"}])
         batch = validate_records(doc, require_identity=False)
         results: list[dict[str, Any]] = [{} for _ in doc]
         for i, problems in batch.rejected.items():

@@ -1,0 +1,363 @@
+"""The prediction API on real Ray Serve, over real HTTP: every endpoint, every error path, the
+OpenAPI schema, a bounded property-based fuzz (no 5xx), and the custom metrics at Ray's
+metrics export port.
+
+The model is trained once for the module by the real training code on a Kaggle-format CSV.
+Serve runs on the session's ``ray_cluster`` on a free port and is shut down at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ingest.schema import FIELDS, MEASUREMENTS
+from ingest.settings import ServeSettings, load_settings
+from serve import schemas
+
+pytestmark = pytest.mark.integration
+
+MODEL_NAME = "smoke-detector"
+MAX_BATCH_ROWS = 500
+MAX_BODY_BYTES = 256 * 1024
+
+# The first row of the Kaggle data, under the seed API's names.
+SEED = {"Temperature": 20.0, "Humidity": 57.36, "TVOC": 0.0, "eCO2": 400.0, "Raw H2": 12306.0,
+        "Raw Ethanol": 18520.0, "Pressure": 939.735, "PM1.0": 0.0, "PM2.5": 0.0, "NC0.5": 0.0,
+        "NC1.0": 0.0, "NC2.5": 0.0}
+_BY_SEED = {f.seed: f for f in FIELDS}
+CANONICAL = {_BY_SEED[k].name: v for k, v in SEED.items()}
+KAGGLE = {_BY_SEED[k].kaggle: v for k, v in SEED.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_registry(root, versions: int = 1) -> str:
+    """A registry with ``versions`` models trained by the real pipeline (quick mode); the first is production."""
+    from ingest.kaggle import write_kaggle_csv
+    from train.pipeline import train_and_register
+
+    settings = load_settings(environ={})
+    settings = settings.model_copy(update={"train": settings.train.model_copy(update={
+        "registry_dir": str(root / "registry"), "model_name": MODEL_NAME})})
+    for k in range(versions):
+        csv = root / f"kaggle-{k}.csv"
+        write_kaggle_csv(csv, rows=4000, seed=k)
+        train_and_register(settings, csv, quick=True, promote="auto" if k == 0 else "never")
+    return str(root / "registry")
+
+
+def start_serve(port: int) -> None:
+    from ray import serve
+
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+
+
+def deploy(registry_dir: str, serve_settings: ServeSettings, name: str = "smoke-test") -> None:
+    from ray import serve
+
+    from serve.app import build_app
+
+    app = build_app(serve_settings, registry_dir, MODEL_NAME, {"num_replicas": 1, "max_ongoing_requests": 64})
+    serve.run(app, name=name, route_prefix="/", blocking=False)
+
+
+@pytest.fixture(scope="module")
+def base_url(ray_cluster, tmp_path_factory):
+    from ray import serve
+
+    registry_dir = train_registry(tmp_path_factory.mktemp("serve-api"))
+    port = free_port()
+    start_serve(port)
+    deploy(registry_dir, ServeSettings(port=port, max_batch_rows=MAX_BATCH_ROWS, max_body_bytes=MAX_BODY_BYTES,
+                                       cors_origins=["https://dashboard.example"], reload_poll_s=0.5))
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(base_url):
+    with httpx.Client(base_url=base_url, timeout=30) as c:
+        yield c
+
+
+def assert_error(response: httpx.Response, status: int, field: str | None, reason: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["error"] and body["status_code"] == status
+    if field is not None:
+        assert field in body["error"]
+        assert any(e["field"] == field and (reason is None or e["reason"] == reason) for e in body["errors"]), body
+    return body
+
+
+# -- endpoints ---------------------------------------------------------------------------------
+
+
+def test_health(client):
+    r = client.get("/health")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    body = schemas.HealthResponse.model_validate(r.json()).model_dump()
+    assert body["status"] == "healthy" and body["model_loaded"] is True
+    assert body["model_version"] == "v0001" and body["uptime_seconds"] >= 0
+    assert body["timestamp"].endswith("Z") and body["version"]
+
+
+@pytest.mark.parametrize("reading", [SEED, CANONICAL, KAGGLE], ids=["seed", "canonical", "kaggle"])
+def test_predict_accepts_every_spelling(client, reading):
+    r = client.post("/predict", json=reading)
+    assert r.status_code == 200, r.text
+    body = schemas.PredictResponse.model_validate(r.json())
+    assert body.prediction in (0, 1) and body.prediction_label == ("fire" if body.prediction else "no_fire")
+    assert 0.0 <= body.probability <= 1.0
+    assert math.isclose(body.confidence.fire + body.confidence.no_fire, 1.0, abs_tol=1e-9)
+    assert body.prediction == int(body.probability >= body.threshold)
+    assert body.model_version == "v0001" and body.processing_time_seconds > 0
+    # The same reading under any spelling is the same prediction.
+    assert r.json()["probability"] == client.post("/predict", json=SEED).json()["probability"]
+
+
+def test_predict_fire_and_normal_differ(client):
+    fire = client.get("/predict/sample", params={"kind": "fire"}).json()
+    normal = client.post("/predict/sample", params={"kind": "normal"}).json()
+    for body in (fire, normal):
+        schemas.SampleResponse.model_validate(body)
+    assert fire["sample_kind"] == "fire" and normal["sample_kind"] == "normal"
+    assert set(fire["sample_data"]) == set(SEED)
+    # The sample is really scored: the same reading posted to /predict gets the same probability.
+    assert client.post("/predict", json=fire["sample_data"]).json()["probability"] == fire["probability"]
+
+
+def _with(reading: dict, **changes) -> dict:
+    out = dict(reading)
+    for key, value in changes.items():
+        key = key.replace("__", " ")
+        if value is _DROP:
+            out.pop(key)
+        else:
+            out[key] = value
+    return out
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize("body, field, reason", [
+    (_with(SEED, Temperature=_DROP), "temperature_c", "missing_field"),
+    (_with(SEED, Humidity=None), "humidity_pct", "missing_field"),
+    (_with(SEED, TVOC="12"), "tvoc_ppb", "wrong_type"),
+    (_with(SEED, eCO2=True), "eco2_ppm", "wrong_type"),
+    (_with(SEED, Raw__H2=[1]), "raw_h2_ticks", "wrong_type"),
+    (_with(SEED, Pressure=5000.0), "pressure_hpa", "out_of_range"),
+    (_with(SEED, Humidity=-1), "humidity_pct", "out_of_range"),
+    (_with(KAGGLE, **{"NC2.5": 10**400}), "nc2_5_per_cm3", None),
+    ({**SEED, "temperature_c": 30.0}, "temperature_c", "conflicting_aliases"),
+    ({**SEED, "sensor_id": "bad id!"}, "sensor_id", "bad_sensor_id"),
+])
+def test_predict_invalid_field_is_422_naming_it(client, body, field, reason):
+    import json
+
+    r = client.post("/predict", content=json.dumps(body), headers={"content-type": "application/json"})
+    assert_error(r, 422, field, reason)
+
+
+@pytest.mark.parametrize("raw, field", [
+    (b'{"Temperature": NaN, "Humidity": 57.36}', "temperature_c"),
+    (b'{"Temperature": Infinity}', "temperature_c"),
+    (b'{"Temperature": 1e999}', "temperature_c"),
+])
+def test_non_finite_is_422_not_finite(client, raw, field):
+    body = assert_error(client.post("/predict", content=raw), 422, field, "not_finite")
+    # Every other problem is reported too: nothing is silently set to zero.
+    assert {e["field"] for e in body["errors"] if e["reason"] == "missing_field"} >= {"tvoc_ppb", "nc2_5_per_cm3"}
+
+
+@pytest.mark.parametrize("raw", [b"{bad json", b"", b"\xff\xfe\x00", b'{"Temperature": 20.0,}'])
+def test_malformed_json_is_400(client, raw):
+    for path in ("/predict", "/predict/batch", "/validate"):
+        assert_error(client.post(path, content=raw), 400, None)
+
+
+@pytest.mark.parametrize("raw", [b"[1, 2]", b'"text"', b"3", b"null"])
+def test_non_object_reading_is_422(client, raw):
+    assert assert_error(client.post("/predict", content=raw), 422, None)["errors"][0]["reason"] == "not_object"
+
+
+def test_batch_shapes_and_per_item_errors(client):
+    readings = [SEED, CANONICAL, _with(SEED, TVOC=_DROP), KAGGLE, _with(SEED, Pressure="x")]
+    for payload in ({"data": readings}, readings):
+        r = client.post("/predict/batch", json=payload)
+        assert r.status_code == 200, r.text
+        body = schemas.BatchResponse.model_validate(r.json())
+        assert [p.index for p in body.predictions] == [0, 1, 2, 3, 4]
+        assert body.summary.total_samples == 5 and body.summary.successful_predictions == 3
+        assert body.summary.errors == 2
+        assert body.summary.fire_detections + body.summary.no_fire_detections == 3
+        bad = {p.index: p for p in body.predictions if p.error}
+        assert set(bad) == {2, 4}
+        assert "tvoc_ppb" in bad[2].error and bad[2].errors[0].field == "tvoc_ppb"
+        assert "pressure_hpa" in bad[4].error and bad[4].prediction is None
+        good = [p for p in body.predictions if not p.error]
+        assert len({p.probability for p in good}) == 1  # same reading, three spellings
+        assert all(math.isclose(p.confidence.fire + p.confidence.no_fire, 1.0) for p in good)
+
+
+def test_batch_matches_single_predictions(client):
+    rows = [_with(SEED, TVOC=float(t), **{"PM2.5": float(t) / 10}) for t in range(0, 3000, 150)]
+    batch = client.post("/predict/batch", json=rows).json()["predictions"]
+    single = [client.post("/predict", json=row).json()["probability"] for row in rows]
+    assert [p["probability"] for p in batch] == pytest.approx(single, rel=1e-12)
+
+
+def test_batch_errors(client):
+    assert_error(client.post("/predict/batch", json={"rows": [SEED]}), 422, "data", "missing_field")
+    assert_error(client.post("/predict/batch", json={"data": SEED}), 422, "data", "wrong_type")
+    assert_error(client.post("/predict/batch", json=[SEED] * (MAX_BATCH_ROWS + 1)), 413, "data")
+    too_big = b"[" + b",".join([b'{"pad": "' + b"x" * 1000 + b'"}'] * 300) + b"]"
+    assert len(too_big) > MAX_BODY_BYTES
+    assert_error(client.post("/predict/batch", content=too_big), 413, None)
+    empty = client.post("/predict/batch", json=[]).json()
+    assert empty["summary"]["total_samples"] == 0 and empty["predictions"] == []
+
+
+def test_model_info(client):
+    r = client.get("/model/info")
+    body = schemas.ModelInfo.model_validate(r.json())
+    assert body.model_name == MODEL_NAME and body.model_version == "v0001"
+    assert body.feature_columns == [f.kaggle for f in FIELDS] and "Temperature[C]" in body.feature_columns
+    assert set(body.model_features) <= set(MEASUREMENTS) | {"h2_ethanol_ratio", "pm2_5_pm1_0_ratio",
+                                                             "nc1_0_nc0_5_ratio"}
+    assert body.training_timestamp and body.model_type
+    metrics = r.json()["model_metrics"]
+    assert set(metrics) >= {"accuracy", "precision", "recall", "f1_score", "roc_auc"}
+    recorded = [v for v in metrics.values() if v is not None]
+    assert recorded and all(0.0 <= v <= 1.0 for v in recorded)
+
+
+def test_validate(client):
+    ok = client.post("/validate", json={**SEED, "CNT": 5, "colour": "red"})
+    body = schemas.ValidateResponse.model_validate(ok.json())
+    assert body.valid and body.errors == []
+    assert any("CNT" in w for w in body.warnings) and any("colour" in w for w in body.warnings)
+    bad = client.post("/validate", json=_with(SEED, Temperature=_DROP, Humidity=500)).json()
+    assert bad["valid"] is False
+    assert {(e["field"], e["reason"]) for e in bad["errors"]} == {
+        ("temperature_c", "missing_field"), ("humidity_pct", "out_of_range")}
+
+
+def test_reload_and_stats(client):
+    r = client.post("/model/reload")
+    body = schemas.ReloadResponse.model_validate(r.json())
+    assert body.status == "reloaded" and body.model_version == "v0001"
+    before = client.get("/predictions/stats").json()
+    client.post("/predict", json=SEED)
+    client.post("/predict/batch", json=[SEED, SEED, _with(SEED, TVOC=_DROP)])
+    client.post("/predict", json=_with(SEED, Humidity=None))
+    after = schemas.StatsResponse.model_validate(client.get("/predictions/stats").json())
+    assert after.total_predictions - before["total_predictions"] == 3
+    assert after.fire_predictions + after.no_fire_predictions == after.total_predictions
+    assert after.validation_failures["missing_field"] - before["validation_failures"].get("missing_field", 0) == 2
+    assert after.by_variant["production"]["model_version"] == "v0001"
+    assert after.latency_seconds["count"] > 0 and after.latency_seconds["p99"] > 0
+
+
+def test_unknown_route_and_method(client):
+    assert_error(client.get("/nope"), 404, None)
+    assert_error(client.get("/predict"), 405, None)
+    assert_error(client.get("/predict/sample", params={"kind": "volcano"}), 422, "kind")
+
+
+def test_cors(client):
+    r = client.options("/predict", headers={"Origin": "https://dashboard.example",
+                                            "Access-Control-Request-Method": "POST"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://dashboard.example"
+    r = client.post("/predict", json=SEED, headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_openapi_schema_served(client):
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for path in ("/health", "/predict", "/predict/batch", "/predict/sample", "/model/info", "/validate",
+                 "/model/reload", "/predictions/stats"):
+        assert path in paths, path
+    predict = paths["/predict"]["post"]
+    props = predict["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert set(MEASUREMENTS) <= set(props)
+    assert {"200", "400", "413", "422"} <= set(predict["responses"])
+    assert {"PredictResponse", "BatchResponse", "ErrorResponse", "ModelInfo"} <= set(spec["components"]["schemas"])
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+# -- fuzz ---------------------------------------------------------------------------------------
+
+_numbers = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(10**30), 10**30))
+_scalars = st.one_of(st.none(), st.booleans(), _numbers, st.text(max_size=20))
+_json_values = st.recursive(_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)), max_leaves=12)
+_keys = st.sampled_from([*MEASUREMENTS, *(f.seed for f in FIELDS), *(f.kaggle for f in FIELDS),
+                         "sensor_id", "timestamp", "UTC", "CNT", "data", ""])
+_readings = st.one_of(
+    # mostly-valid readings with a few values replaced by adversarial ones
+    st.fixed_dictionaries({}, optional={k: _json_values for k in SEED}).map(lambda d: {**SEED, **d}),
+    st.dictionaries(_keys, _json_values, max_size=16),
+    _json_values,
+)
+_bodies = st.one_of(_readings, st.lists(_readings, max_size=5), st.fixed_dictionaries({"data": st.lists(_readings,
+                                                                                                        max_size=5)}))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@given(path=st.sampled_from(["/predict", "/predict/batch", "/validate"]), body=_bodies)
+def test_fuzz_never_5xx(client, path, body):
+    r = client.post(path, json=body)
+    assert r.status_code < 500, (path, body, r.text)
+    assert r.status_code in (200, 400, 413, 422), (path, body, r.text)
+    payload = r.json()
+    if r.status_code == 422:
+        assert payload["error"] and payload["errors"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(raw=st.binary(max_size=64))
+def test_fuzz_raw_bytes_never_5xx(client, raw):
+    r = client.post("/predict", content=raw)
+    assert r.status_code in (400, 422), (raw, r.text)
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+def test_custom_metrics_exported_beside_serve_metrics(client, ray_cluster):
+    client.post("/predict", json=SEED)
+    client.post("/predict", json=_with(SEED, TVOC="bad"))
+    port = ray_cluster.head_node.metrics_export_port
+    wanted = ("ray_smoke_predictions_total", "ray_smoke_validation_failures_total",
+              "ray_smoke_prediction_latency_seconds_bucket", "ray_serve_")
+    deadline = time.monotonic() + 45
+    text = ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        if all(w in text for w in wanted):
+            break
+        time.sleep(2)
+    missing = [w for w in wanted if w not in text]
+    assert not missing, f"not exported at :{port}/metrics: {missing}"
+    lines = [line for line in text.splitlines() if line.startswith("ray_smoke_predictions_total{")]
+    assert any('variant="production"' in line and 'outcome="' in line for line in lines), lines
+    assert any('reason="wrong_type"' in line for line in text.splitlines()
+               if line.startswith("ray_smoke_validation_failures_total{"))
