@@ -60,6 +60,17 @@ class SimulatorSettings(Section):
     dropout_probability: float = Field(0.001, ge=0, le=1)
     stuck_sensor_share: float = Field(0.01, ge=0, le=1)
     out_dir: Path = Path("data/simulator")
+    outdoor_share: float = Field(0.2, ge=0, le=1, description="share of sensors placed outdoors")
+    time_scale: float | None = Field(
+        1.0, gt=0, description="simulated seconds per wall second; empty runs as fast as possible")
+    sensor_prefix: str = Field("sim", pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+    replay_speed: float | None = Field(
+        1.0, gt=0, description="CSV replay speed-up over the recorded pace; empty sends as fast as possible")
+    replay_max_gap_s: float = Field(5.0, gt=0, description="CSV replay shortens gaps between sessions to this")
+    linger_ms: int = Field(20, ge=0, le=10_000, description="producer: wait this long to fill a batch")
+    batch_bytes: int = Field(256 * 1024, ge=1024, description="producer: bytes per partition batch")
+    delivery_attempts: int = Field(5, ge=1, le=100, description="producer: sends of one reading before giving up")
+    retry_backoff_ms: int = Field(200, ge=1, description="producer: first delay before a resend; doubles each time")
 
 
 class StreamSettings(Section):
