@@ -1,0 +1,417 @@
+"""PartitionWorker: a Ray actor that owns some partitions of the readings topic and runs detection.
+
+The loop (:class:`StreamLoop`) runs on one thread of the actor and is the only
+user of the Kafka consumer (kafka-python clients are not thread-safe); actor
+methods (``assign``, ``status``, ``stop``) hand commands to that thread and wait
+for the answer.
+
+Per iteration: poll a batch (``poll(timeout_ms, max_records)``), validate it in
+one go, send rejected readings to the DLQ with their original bytes, compute
+features and run the engine per partition, send alerts, buffer accepted rows
+for the lake, tick the engine (silent sensors fire even when nothing arrives),
+then housekeeping: lag, broker-reset detection, model reload, idle-sensor
+eviction, and the checkpoint when it is due.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+import ray
+from kafka import KafkaConsumer, TopicPartition
+
+from actors.checkpoint import Checkpointer, CheckpointStore
+from actors.metrics import WorkerMetrics
+from actors.model_watch import ModelWatch
+from actors.sinks import Sinks, alert_identity, dead_letter_source, scan_written, unique_reasons
+from actors.state import PartitionState
+from ingest.broker import ensure_topics
+from ingest.settings import Settings
+from ingest.validation import validate_messages
+
+log = logging.getLogger(__name__)
+
+CALL_TIMEOUT_S = 120.0
+
+
+def engine_factory(settings: Settings, model: Any | None) -> Callable[[dict[str, Any] | None], Any]:
+    """Builds a partition's detection engine, fresh or from its snapshot."""
+    try:
+        from actors.detection import DetectionEngine
+    except ImportError as err:  # TEMPORARY until actors/detection.py lands
+        log.warning("detection engine unavailable (%s): running without detection", err)
+        return lambda snapshot: None
+
+    def make(snapshot: dict[str, Any] | None) -> Any:
+        if snapshot is None:
+            return DetectionEngine(settings.detection, model=model)
+        return DetectionEngine.restore(settings.detection, snapshot, model)
+
+    return make
+
+
+class StreamLoop:
+    """The worker's single-threaded processing loop; see the module docstring."""
+
+    def __init__(self, settings: Settings, bootstrap_servers: str, worker_id: str,
+                 metrics: WorkerMetrics | None = None) -> None:
+        self.settings = settings
+        self.kafka = settings.kafka
+        self.stream = settings.stream
+        self.bootstrap_servers = bootstrap_servers
+        self.worker_id = worker_id
+        self.topic = self.kafka.topic
+        self.metrics = metrics
+        # auto_offset_reset="none": every position is set by us (snapshot, committed offset or
+        # beginning); the broker never silently moves a partition.
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap_servers, group_id=self.kafka.group_id, client_id=worker_id,
+            enable_auto_commit=False, auto_offset_reset="none", fetch_max_wait_ms=100,
+            max_poll_records=self.stream.poll_max_records)
+        self.store = CheckpointStore(self.stream.checkpoint_dir)
+        self.sinks = Sinks(bootstrap_servers, self.topic, self.kafka.alerts_topic, self.kafka.dlq_topic,
+                           self.stream.lake_dir, client_id=worker_id)
+        self.checkpointer = Checkpointer(self.store, self.sinks, self.consumer, self.topic)
+        self.model_watch = ModelWatch(settings.train.registry_dir, settings.train.model_name,
+                                      self.stream.model_poll_s)
+        self.model_watch.poll()
+        self.states: dict[int, PartitionState] = {}
+        self._commands: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
+        self._stopping = threading.Event()
+        self._last_checkpoint = time.monotonic()
+        self._next_evict = time.monotonic() + self.stream.idle_eviction_s / 10
+        self._beyond_end_since: dict[int, float] = {}
+        self._next_reset_check = 0.0
+        self.totals = {"processed": 0, "rejected": 0, "alerts": 0, "suppressed": 0, "checkpoints": 0,
+                       "evicted": 0, "resets": 0, "errors": 0}
+        self.last_error: str | None = None
+        self.last_checkpoint_s: float | None = None
+
+    # Commands from other threads ---------------------------------------------------
+
+    def call(self, fn: Callable[[], Any], timeout_s: float = CALL_TIMEOUT_S) -> Any:
+        future: Future = Future()
+        self._commands.put((fn, future))
+        return future.result(timeout=timeout_s)
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                fn, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                future.set_result(fn())
+            except BaseException as err:  # handed to the caller
+                future.set_exception(err)
+
+    # Partition ownership ---------------------------------------------------------------
+
+    def set_partitions(self, partitions: list[int]) -> list[int]:
+        """Own exactly ``partitions``: checkpoint and release the others, restore the new ones."""
+        wanted = set(partitions)
+        released = [p for p in self.states if p not in wanted]
+        if released:
+            self.checkpoint([self.states[p] for p in released])
+            for p in released:
+                self.sinks.lake.drop(p)
+                del self.states[p]
+                self._beyond_end_since.pop(p, None)
+        acquired = sorted(wanted - set(self.states))
+        for p in acquired:
+            self.states[p] = self._restore(p)
+        # assign() replaces the assignment and forgets positions: set all of them again.
+        self.consumer.assign([TopicPartition(self.topic, p) for p in sorted(self.states)])
+        for p, state in self.states.items():
+            tp = TopicPartition(self.topic, p)
+            if state.next_offset is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, state.next_offset)
+        if released or acquired:
+            log.info("%s: owns partitions %s (released %s, acquired %s)", self.worker_id, sorted(self.states),
+                     released, acquired)
+        return sorted(self.states)
+
+    def _restore(self, partition: int) -> PartitionState:
+        """Snapshot if there is one; else the offset committed to Kafka; else the beginning."""
+        make_engine = engine_factory(self.settings, self.model_watch.model)
+        snapshot = self.store.load_snapshot(self.topic, partition)
+        if snapshot is not None:
+            state = PartitionState.from_snapshot(snapshot, make_engine)
+            source = f"snapshot at offset {state.next_offset}"
+        else:
+            tp = TopicPartition(self.topic, partition)
+            committed = self.consumer.committed(tp, timeout_ms=5000)
+            state = PartitionState(self.topic, partition, make_engine(None), next_offset=committed)
+            source = f"committed offset {committed}" if committed is not None else "the beginning"
+        if state.next_offset is not None:
+            self.sinks.lake.remove_orphans(state.epoch, partition, state.next_offset)
+            self.sinks.lake.begin(partition, state.next_offset)
+        # Outputs a previous owner wrote after its last snapshot are not sent again.
+        state.suppress_alerts = scan_written(
+            self.bootstrap_servers, self.kafka.alerts_topic, self.sinks.alert_partition(partition),
+            state.alerts_offset, alert_identity)
+        state.suppress_dlq = scan_written(
+            self.bootstrap_servers, self.kafka.dlq_topic, 0, state.dlq_offset,
+            dead_letter_source(self.topic, partition))
+        log.info("%s: partition %d restored from %s (%d sensors)", self.worker_id, partition, source,
+                 state.sensors())
+        return state
+
+    # The loop --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.step()
+            except Exception as err:  # bad luck never stops the stream; the cause is logged
+                self.totals["errors"] += 1
+                self.last_error = f"{type(err).__name__}: {err}"
+                log.error("%s: iteration failed, retrying in 1 s: %s", self.worker_id, self.last_error)
+                time.sleep(1.0)
+
+    def step(self) -> int:
+        """One iteration; returns the number of records polled."""
+        self._run_commands()
+        if self._stopping.is_set():
+            return 0
+        if not self.states:
+            time.sleep(self.stream.poll_timeout_ms / 1000)
+            return 0
+        polled = self.consumer.poll(timeout_ms=self.stream.poll_timeout_ms,
+                                    max_records=self.stream.poll_max_records)
+        now = time.time()
+        n = 0
+        for tp, records in polled.items():
+            state = self.states.get(tp.partition)
+            if state is not None and records:
+                n += len(records)
+                self._process(state, records, now)
+        for state in self.states.values():
+            self._emit(state, state.tick(now), None)
+        self._housekeeping(now)
+        return n
+
+    def _process(self, state: PartitionState, records: list, now: float) -> None:
+        if state.next_offset is not None and records[0].offset < state.next_offset:
+            records = [r for r in records if r.offset >= state.next_offset]
+            if not records:
+                return
+        if state.next_offset is None:
+            self.sinks.lake.begin(state.partition, records[0].offset)
+        batch = validate_messages([r.value for r in records])
+        if batch.rejected:
+            for pos, problems in batch.rejected.items():
+                record = records[pos]
+                if record.offset in state.suppress_dlq:
+                    continue
+                self.sinks.send_dead_letter(record.value, record.key, problems, state.partition, record.offset,
+                                            record.timestamp)
+            self.totals["rejected"] += len(batch.rejected)
+            if self.metrics:
+                self.metrics.rejected_reasons(unique_reasons(batch.rejected.values()))
+        if len(batch):
+            idx = batch.index
+            offsets = np.fromiter((records[i].offset for i in idx), dtype=np.int64, count=len(idx))
+            # Arrival = the broker record's timestamp (producer create time): the ingest clock.
+            arrival = np.fromiter((records[i].timestamp for i in idx), dtype=np.float64, count=len(idx)) / 1000
+            features, alerts = state.process(batch.sensor_ids, batch.timestamps, batch.values, arrival, now,
+                                              self.store)
+            self.sinks.lake.add(state.partition, offsets, batch.sensor_ids, batch.timestamps, arrival, features)
+            self.totals["processed"] += len(idx)
+            if self.metrics:
+                self.metrics.processed(state.partition, len(idx))
+            if alerts:
+                last_arrival = dict(zip(batch.sensor_ids, arrival.tolist(), strict=True))
+                self._emit(state, alerts, last_arrival)
+        state.next_offset = records[-1].offset + 1
+        state.messages_since_checkpoint += len(records)
+        state.dirty = True
+
+    def _emit(self, state: PartitionState, alerts: list, arrivals: dict[str, float] | None) -> None:
+        for alert in alerts:
+            identity = (alert.alert_id, alert.state)
+            if identity in state.suppress_alerts:
+                self.totals["suppressed"] += 1
+                continue
+            self.sinks.send_alert(state.partition, alert)
+            self.totals["alerts"] += 1
+            if self.metrics:
+                arrival = arrivals.get(alert.sensor_id) if arrivals else None
+                detected = _epoch(alert.detected_at)
+                self.metrics.alert(alert.kind, alert.severity, alert.state, detected - _epoch(alert.event_time),
+                                   None if arrival is None else detected - arrival)
+
+    # Housekeeping --------------------------------------------------------------------------
+
+    def _housekeeping(self, now: float) -> None:
+        mono = time.monotonic()
+        for p, state in list(self.states.items()):
+            highwater = self.consumer.highwater(TopicPartition(self.topic, p))
+            if highwater is not None and state.next_offset is not None:
+                if self.metrics:
+                    self.metrics.consumer_lag(p, max(highwater - state.next_offset, 0))
+                self._check_reset(state, highwater, mono)
+        if mono >= self._next_reset_check:
+            self._next_reset_check = mono + self.stream.reset_grace_s
+            self._check_committed()
+        if self.model_watch.poll(mono):
+            for state in self.states.values():
+                if state.engine is not None:
+                    state.engine.set_model(self.model_watch.model)
+        if self.metrics:
+            self.metrics.model_version(self.model_watch.version)
+        if mono >= self._next_evict:
+            self._next_evict = mono + max(self.stream.idle_eviction_s / 10, 1.0)
+            for state in self.states.values():
+                self.totals["evicted"] += state.evict_idle(now, self.stream.idle_eviction_s, self.store)
+        due = (mono - self._last_checkpoint >= self.stream.checkpoint_interval_s
+               or any(s.messages_since_checkpoint >= self.stream.checkpoint_every_messages
+                      for s in self.states.values()))
+        if due:
+            self.checkpoint()
+        if self.metrics:
+            sensors = sum(s.sensors() for s in self.states.values())
+            per = max((s.nbytes_per_sensor() for s in self.states.values()), default=0)
+            self.metrics.state(sensors, sensors * per)
+
+    def checkpoint(self, states: list[PartitionState] | None = None) -> float:
+        self._last_checkpoint = time.monotonic()
+        seconds = self.checkpointer.commit(self.states.values() if states is None else states)
+        self.totals["checkpoints"] += 1
+        self.last_checkpoint_s = seconds
+        if self.metrics and seconds:
+            self.metrics.checkpoint.observe(seconds)
+        return seconds
+
+    def _check_reset(self, state: PartitionState, highwater: int, mono: float) -> None:
+        """A next offset beyond the partition's end for ``reset_grace_s``: the broker lost its log.
+
+        The grace period is there because the reported high watermark can trail the
+        real end by a few records for a moment.
+        """
+        if state.next_offset <= highwater:
+            self._beyond_end_since.pop(state.partition, None)
+            return
+        since = self._beyond_end_since.setdefault(state.partition, mono)
+        if mono - since >= self.stream.reset_grace_s:
+            self._reset(state, f"offset {state.next_offset} is beyond the partition's end {highwater}")
+
+    def _check_committed(self) -> None:
+        """Offsets we committed that the broker no longer knows: it restarted with an empty log."""
+        for state in list(self.states.values()):
+            if not state.committed_to_kafka:
+                continue
+            tp = TopicPartition(self.topic, state.partition)
+            committed = self.consumer.committed(tp, timeout_ms=5000)
+            if committed is None or committed < state.committed_to_kafka:
+                self._reset(state, f"the group offset {state.committed_to_kafka} we committed is now {committed}")
+
+    def _reset(self, state: PartitionState, cause: str) -> None:
+        p = state.partition
+        log.warning("%s: partition %d: the broker lost its log (%s); reading the new log from its beginning "
+                    "as epoch %d", self.worker_id, p, cause, state.epoch + 1)
+        self.totals["resets"] += 1
+        self._beyond_end_since.pop(p, None)
+        ensure_topics(self.bootstrap_servers, self.kafka)
+        try:
+            self.checkpoint([state])  # keep what was consumed from the old log (lake + state)
+        except Exception as err:  # the old log is gone; its outputs may be too
+            log.warning("%s: partition %d: checkpoint before the reset failed: %s", self.worker_id, p, err)
+        state.epoch += 1
+        state.next_offset = None
+        state.committed_to_kafka = None
+        state.alerts_offset = state.dlq_offset = None
+        state.suppress_alerts, state.suppress_dlq = set(), set()
+        self.sinks.lake.drop(p)
+        self.consumer.seek_to_beginning(TopicPartition(self.topic, p))
+
+    # Status and shutdown -----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        partitions = {}
+        for p, state in self.states.items():
+            highwater = self.consumer.highwater(TopicPartition(self.topic, p))
+            known = highwater is not None and state.next_offset is not None
+            partitions[p] = {
+                "next_offset": state.next_offset, "highwater": highwater,
+                "lag": max(highwater - state.next_offset, 0) if known else None,
+                "sensors": state.sensors(), "epoch": state.epoch, "evicted": len(state.evicted),
+            }
+        return {
+            "worker": self.worker_id, "partitions": partitions, "totals": dict(self.totals),
+            "model_version": self.model_watch.version, "last_error": self.last_error,
+            "last_checkpoint_s": self.last_checkpoint_s,
+            "state_bytes_per_sensor": max((s.nbytes_per_sensor() for s in self.states.values()), default=0),
+        }
+
+    def shutdown(self) -> dict[str, Any]:
+        """Checkpoint everything owned, then close the clients (runs on the loop thread)."""
+        error = None
+        if self.states:
+            try:
+                self.checkpoint()
+            except Exception as err:  # still close: the previous snapshot stays in force
+                error = f"{type(err).__name__}: {err}"
+                log.error("%s: final checkpoint failed, input since the previous one will be replayed: %s",
+                          self.worker_id, error)
+        status = self.status() | {"final_checkpoint_error": error}
+        self._stopping.set()
+        self.sinks.close()
+        self.consumer.close(autocommit=False)
+        return status
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kafka-python logs every connection at INFO; its warnings and errors still show.
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+def _epoch(value: Any) -> float:
+    """Alert times as epoch seconds whether the alert carries floats or RFC 3339 text."""
+    if isinstance(value, int | float):
+        return float(value)
+    from ingest.validation import parse_timestamp
+
+    return parse_timestamp(value)
+
+
+@ray.remote(max_concurrency=4)
+class PartitionWorker:
+    """The Ray actor around :class:`StreamLoop`; its methods are called by the supervisor."""
+
+    def __init__(self, settings: Settings, bootstrap_servers: str, worker_id: str) -> None:
+        configure_logging()
+        self.worker_id = worker_id
+        self.loop = StreamLoop(settings, bootstrap_servers, worker_id, WorkerMetrics(worker_id))
+        self.thread = threading.Thread(target=self.loop.run, name=f"{worker_id}-loop", daemon=True)
+        self.thread.start()
+
+    def ready(self) -> dict[str, str]:
+        ctx = ray.get_runtime_context()
+        return {"worker": self.worker_id, "node_id": ctx.get_node_id(), "actor_id": ctx.get_actor_id()}
+
+    def assign(self, partitions: list[int]) -> list[int]:
+        return self.loop.call(lambda: self.loop.set_partitions(partitions))
+
+    def status(self) -> dict[str, Any]:
+        if not self.thread.is_alive():
+            raise RuntimeError(f"{self.worker_id}: the processing loop has stopped")
+        return {**self.loop.call(self.loop.status, timeout_s=30), "node_id": ray.get_runtime_context().get_node_id()}
+
+    def checkpoint(self) -> float:
+        return self.loop.call(self.loop.checkpoint)
+
+    def stop(self) -> dict[str, Any]:
+        status = self.loop.call(self.loop.shutdown)
+        self.thread.join(timeout=10)
+        return status
