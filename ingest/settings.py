@@ -137,11 +137,26 @@ class ServeSettings(Section):
 
 
 class RaySettings(Section):
-    address: str | None = Field(None, description="Ray address; empty starts a local Ray")
-    dashboard_host: str = "127.0.0.1"
-    dashboard_port: int = Field(8265, ge=1, le=65535)
-    metrics_export_port: int = Field(8080, ge=1, le=65535)
-    namespace: str = "smoke"
+    """The Ray cluster: an existing one (``address``) or the head ``smoke up`` starts on this machine."""
+
+    address: str | None = Field(
+        None, description="GCS address (host:port) of an existing Ray cluster; empty: `smoke up` starts a head")
+    namespace: str = Field("smoke", min_length=1, description="Ray namespace of the detached actors and Serve")
+    port: int = Field(6379, ge=1, le=65535, description="GCS port of the head `smoke up` starts")
+    dashboard_host: str = Field(
+        "127.0.0.1", description="interface of the dashboard and job API (the only Ray port Ray binds as told)")
+    dashboard_port: int = Field(8265, ge=1, le=65535, description="dashboard and `ray job submit` API port")
+    metrics_export_port: int = Field(8080, ge=1, le=65535,
+                                     description="Prometheus endpoint of the head node (Ray and smoke_* metrics)")
+    client_server_port: int = Field(10001, ge=1, le=65535, description="Ray Client port (ray://host:port)")
+    dashboard_agent_port: int = Field(52365, ge=1, le=65535, description="HTTP port of the head's dashboard agent")
+    num_cpus: int | None = Field(
+        4, ge=1, description="logical CPUs the head offers; more than the cores is fine because the stream "
+                             "workers and Serve replicas mostly wait on I/O; empty: the number of cores")
+    run_dir: Path = Field(
+        Path("var"), description="where `smoke up` keeps the Ray temp dir, logs and its state file; "
+                                 "keep the absolute path short (Unix socket paths are limited to 107 bytes)")
+    start_timeout_s: float = Field(90.0, gt=0, description="how long `smoke up` waits for the Ray head")
 
 
 class Settings(Section):
