@@ -1,0 +1,171 @@
+"""Partition state: assignment planning, the checkpoint store, restore == uninterrupted, eviction.
+
+The restore test runs two real :class:`StreamLoop` instances (the code inside a
+PartitionWorker actor) against the real embedded broker, in this process.
+"""
+
+from __future__ import annotations
+
+import doctest
+import random
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+import actors.supervisor
+from actors.checkpoint import CheckpointStore
+from actors.state import PartitionState
+from actors.supervisor import plan_assignment
+from actors.worker import StreamLoop, engine_factory
+from ingest.validation import validate_messages
+from tests.test_stream_support import produce, reading
+
+
+def test_supervisor_doctests() -> None:
+    result = doctest.testmod(actors.supervisor)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_plan_assignment_owns_each_partition_once_balanced_and_moves_little() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        partitions = list(range(rng.randint(1, 24)))
+        workers = [f"w{i}" for i in range(rng.randint(1, 6))]
+        current = {w: [] for w in workers}
+        for p in partitions:
+            if rng.random() < 0.7:
+                current[rng.choice(workers)].append(p)
+        plan = plan_assignment(partitions, current)
+        owned = sorted(p for ps in plan.values() for p in ps)
+        assert owned == partitions
+        sizes = [len(ps) for ps in plan.values()]
+        assert max(sizes) - min(sizes) <= 1
+        # A worker never loses a partition while it is at or under its fair share.
+        for w in workers:
+            share = len(partitions) // len(workers)
+            kept = set(current[w]) & set(plan[w])
+            assert len(kept) >= min(len(current[w]), share)
+
+
+def test_checkpoint_store_writes_atomically_and_reads_back(tmp_path) -> None:
+    store = CheckpointStore(str(tmp_path / "ck"))
+    store.save_snapshot("t", 3, {"next_offset": 10, "x": np.arange(3)})
+    store.save_snapshot("t", 3, {"next_offset": 20, "x": np.arange(4)})
+    snap = store.load_snapshot("t", 3)
+    assert snap["next_offset"] == 20 and snap["x"].tolist() == [0, 1, 2, 3]
+    assert store.load_snapshot("t", 4) is None
+    leftovers = [p.name for p in (tmp_path / "ck").rglob("*") if ".tmp-" in p.name]
+    assert leftovers == []
+    uri_store = CheckpointStore(f"file://{tmp_path}/uri")
+    uri_store.save_evicted("t", 0, "s:1", {"a": 1})
+    assert uri_store.load_evicted("t", 0, "s:1") == {"a": 1}
+
+
+def _run_until_caught_up(loop: StreamLoop, targets: dict[int, int], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        loop.step()
+        if all((loop.states[p].next_offset or 0) >= end for p, end in targets.items()):
+            return
+    raise AssertionError(f"loop did not reach {targets}: {loop.status()['partitions']}")
+
+
+def _ends(bootstrap: str, topic: str) -> dict[int, int]:
+    from tests.test_stream_support import consume_all
+
+    ends: dict[int, int] = {}
+    for r in consume_all(bootstrap, topic, quiet_s=1.0):
+        ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
+    return ends
+
+
+def _assert_same_state(a: PartitionState, b: PartitionState) -> None:
+    sa, sb = a.snapshot(), b.snapshot()
+    assert sa["next_offset"] == sb["next_offset"]
+    fa, fb = sa["features"], sb["features"]
+    order_a, order_b = np.argsort(fa["sensors"]), np.argsort(fb["sensors"])
+    assert sorted(fa["sensors"]) == sorted(fb["sensors"])
+    for key in ("history", "last_timestamp", "ewma", "count"):
+        np.testing.assert_array_equal(fa[key][order_a], fb[key][order_b], err_msg=key)
+    assert sa["engine"] == sb["engine"]
+
+
+def test_state_restored_from_checkpoint_equals_uninterrupted_run(settings, tmp_path) -> None:
+    bootstrap = settings.kafka.bootstrap_servers
+    t0 = 1_780_000_000.0
+    sensors = [f"st-{i:02d}" for i in range(30)]
+    first = [(s.encode(), reading(s, t0 + i, i)) for i in range(20) for s in sensors]
+    second = [(s.encode(), reading(s, t0 + 20 + i, i, pm2_5_ugm3=3.0 + i)) for i in range(20) for s in sensors]
+    produce(bootstrap, settings.kafka.topic, first)
+    ends = _ends(bootstrap, settings.kafka.topic)
+
+    uninterrupted = StreamLoop(settings, bootstrap, "uninterrupted")
+    try:
+        uninterrupted.set_partitions(sorted(ends))
+        _run_until_caught_up(uninterrupted, ends)
+        uninterrupted.checkpoint()
+        # The "crashed" owner's successor starts from a copy of the checkpoint store.
+        shutil.copytree(settings.stream.checkpoint_dir, tmp_path / "restored-ck")
+        other = settings.model_copy(update={"stream": settings.stream.model_copy(update={
+            "checkpoint_dir": str(tmp_path / "restored-ck"), "lake_dir": str(tmp_path / "restored-lake")})})
+        restored = StreamLoop(other, bootstrap, "restored")
+        try:
+            restored.set_partitions(sorted(ends))
+            for p in ends:
+                _assert_same_state(uninterrupted.states[p], restored.states[p])
+            produce(bootstrap, settings.kafka.topic, second)
+            ends = _ends(bootstrap, settings.kafka.topic)
+            _run_until_caught_up(uninterrupted, ends)
+            _run_until_caught_up(restored, ends)
+            for p in ends:
+                _assert_same_state(uninterrupted.states[p], restored.states[p])
+            assert sum(s.sensors() for s in restored.states.values()) == len(sensors)
+        finally:
+            restored.shutdown()
+    finally:
+        uninterrupted.shutdown()
+
+
+def test_idle_sensors_are_evicted_to_the_store_and_restored_on_their_next_reading(settings, tmp_path) -> None:
+    store = CheckpointStore(str(tmp_path / "ck"))
+    make_engine = engine_factory(settings, None)
+    state = PartitionState("t", 0, make_engine(None))
+    twin = PartitionState("t", 0, make_engine(None))  # never evicts
+    t0 = 1_780_000_000.0
+
+    def feed(target: PartitionState, step: int, now: float):
+        raws = [reading(f"ev-{k}", t0 + step, step) for k in range(5)]
+        batch = validate_messages(raws)
+        return target.process(batch.sensor_ids, batch.timestamps, batch.values, batch.timestamps, now, store)
+
+    for step in range(12):
+        feed(state, step, now=100.0)
+        feed(twin, step, now=100.0)
+    per_sensor = state.nbytes_per_sensor()
+    assert per_sensor > 0
+    assert state.evict_idle(now=200.0, idle_s=50.0, store=store) == 5
+    assert state.sensors() == 0 and len(state.evicted) == 5
+    assert store.load_evicted("t", 0, "ev-3") is not None
+    features, _ = feed(state, 12, now=300.0)
+    expected, _ = feed(twin, 12, now=300.0)
+    np.testing.assert_array_equal(features, expected)  # windows continue as if never evicted
+    assert state.sensors() == 5 and not state.evicted
+    state.after_snapshot(store)  # once a snapshot holds them, their blobs go
+    assert store.load_evicted("t", 0, "ev-3") is None
+
+
+@pytest.mark.parametrize("n", [10_000])
+def test_bytes_of_state_per_sensor_are_bounded(settings, n: int) -> None:
+    """Report (and bound) the in-memory bytes per sensor at 10,000 sensors."""
+    make_engine = engine_factory(settings, None)
+    state = PartitionState("t", 0, make_engine(None))
+    raws = [reading(f"b-{k:05d}", 1_780_000_000.0, k) for k in range(n)]
+    batch = validate_messages(raws)
+    store = CheckpointStore(str(settings.stream.checkpoint_dir))
+    state.process(batch.sensor_ids, batch.timestamps, batch.values, batch.timestamps, 0.0, store)
+    assert state.sensors() == n
+    per_sensor = state.nbytes_per_sensor()
+    print(f"state bytes per sensor at {n} sensors: {per_sensor}")
+    assert 0 < per_sensor < 16_384
