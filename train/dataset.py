@@ -70,6 +70,9 @@ def validate_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     missing = [c for c in (*READING_COLUMNS, LABEL) if c not in frame.columns]
     if missing:
         raise TrainingDataError(f"training data lacks columns: {', '.join(missing)}")
+    if frame[LABEL].isna().all():
+        raise TrainingDataError(f"training data has no {LABEL} labels (simulator output is labelled only when "
+                                "loaded with its incident log)")
     # A row whose label is not 0/1 cannot train; it is dropped and counted like an invalid reading.
     labels = pd.to_numeric(frame[LABEL], errors="coerce")
     labelled = labels.isin((0, 1)).to_numpy()

@@ -87,6 +87,7 @@ def train_and_register(
              time.monotonic() - started)
 
     sweep_rows: list[dict[str, Any]] = []
+    sweep_seconds: float | None = None
     if quick:
         params = dict(DEFAULT_LIGHTGBM)
         model = fit_in_process(params, feature_matrix(split.train, feature_names), split.train[LABEL].to_numpy(),
@@ -96,6 +97,7 @@ def train_and_register(
                            max_concurrent_trials=cfg.max_concurrent_trials, storage_path=ray_results_dir(settings))
         params, model = result.best.config, result.model
         sweep_rows = [t.row() for t in result.trials]
+        sweep_seconds = round(result.seconds, 2)
         log.info("train: sweep of %d trials took %.1f s; best %s (validation PR-AUC %.4f)", len(result.trials),
                  result.seconds, params, result.best.val_pr_auc)
     fit_seconds = time.monotonic() - started
@@ -131,6 +133,7 @@ def train_and_register(
         "test_fingerprint": test_fingerprint,
         "compared_to": _measure_production(registry, split, test_fingerprint),
         "train_seconds": round(fit_seconds, 2),
+        "sweep_seconds": sweep_seconds,
     }
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
