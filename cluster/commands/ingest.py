@@ -1,0 +1,244 @@
+"""``smoke broker|simulate|replay|load|sample-csv``: getting readings into Kafka and the lake.
+
+Kafka is, in order: ``--bootstrap-servers``, ``kafka.bootstrap_servers`` (or
+``KAFKA_BOOTSTRAP_SERVERS``), else the embedded broker recorded in
+``<ray.run_dir>/broker.json`` by ``smoke broker start``. When none is running,
+``smoke simulate`` and ``smoke replay`` start the embedded broker detached and
+leave it running (the readings live in its memory; a consumer must be able to
+read them after the command ends) and say how to stop it: ``smoke broker stop``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ingest.settings import Settings
+
+STATE_FILE = "broker.json"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    broker = subparsers.add_parser("broker", help="the embedded Kafka-compatible broker (Tansu)")
+    action = broker.add_subparsers(dest="broker_command", metavar="ACTION", required=True)
+    start = action.add_parser("start", help="start it detached on 127.0.0.1 and create the topics")
+    start.add_argument("--port", type=int, help="port (default kafka.embedded_port; 0 picks a free one)")
+    start.set_defaults(func=_broker_start)
+    action.add_parser("stop", help="stop the broker `smoke broker start` started").set_defaults(func=_broker_stop)
+    action.add_parser("status", help="is it running, and where").set_defaults(func=_broker_status)
+
+    simulate = subparsers.add_parser("simulate", help="simulated sensor fleet -> Kafka (or files with --out)")
+    simulate.add_argument("--sensors", type=int, help="sensors (default simulator.sensors)")
+    simulate.add_argument("--rate", type=float, help="readings per second, all sensors (default simulator.rate)")
+    simulate.add_argument("--duration", type=float, help="simulated seconds (default simulator.duration_s; "
+                                                         "empty runs until Ctrl-C)")
+    simulate.add_argument("--time-scale", type=float, help="simulated seconds per wall second (default "
+                                                           "simulator.time_scale)")
+    simulate.add_argument("--fast", action="store_true", help="as fast as possible, in simulated time")
+    simulate.add_argument("--seed", type=int, help="random seed (default simulator.seed)")
+    simulate.add_argument("--incident-log", type=Path, help="ground-truth log (default under simulator.out_dir)")
+    simulate.add_argument("--out", type=Path, help="write readings.jsonl + incidents.jsonl here instead of Kafka")
+    simulate.add_argument("--bootstrap-servers", help="Kafka host:port")
+    simulate.set_defaults(func=_simulate)
+
+    replay = subparsers.add_parser("replay", help="replay a Kaggle-format CSV into Kafka")
+    replay.add_argument("file", type=Path, help="Kaggle smoke_detection_iot.csv or a file in its format")
+    replay.add_argument("--speed", type=float, help="times the recorded pace (default simulator.replay_speed)")
+    replay.add_argument("--fast", action="store_true", help="as fast as possible")
+    replay.add_argument("--sensors", type=int, default=1, help="deal recording sessions to this many sensor ids")
+    replay.add_argument("--bootstrap-servers", help="Kafka host:port")
+    replay.set_defaults(func=_replay)
+
+    load = subparsers.add_parser("load", help="load a Kaggle CSV or simulator readings.jsonl into the lake")
+    load.add_argument("file", type=Path)
+    load.add_argument("--lake", help="lake root, local path or pyarrow URI (default stream.lake_dir)")
+    load.add_argument("--sensor-id", default="kaggle-0", help="sensor id of a Kaggle file's rows")
+    load.add_argument("--incident-log", type=Path, help="labels for simulator readings (default: beside them)")
+    load.set_defaults(func=_load)
+
+    sample = subparsers.add_parser("sample-csv", help="write a synthetic file in the Kaggle format")
+    sample.add_argument("file", type=Path)
+    sample.add_argument("--rows", type=int, default=10_000)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--bad-rows", type=int, default=0, help="rows to spoil, for trying the loader")
+    sample.set_defaults(func=_sample)
+
+
+# --- the broker ------------------------------------------------------------------------------
+
+def state_path(settings: Settings) -> Path:
+    return Path(settings.ray.run_dir) / STATE_FILE
+
+
+def running_broker(settings: Settings) -> dict | None:
+    """The state of the detached embedded broker if it is still alive and listening, else None."""
+    from ingest.broker import port_open
+
+    path = state_path(settings)
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    host, _, port = state.get("bootstrap_servers", "").rpartition(":")
+    if _alive(state.get("pid", -1)) and port.isdigit() and port_open(host, int(port)):
+        return state
+    return None
+
+
+def start_detached_broker(settings: Settings, port: int | None = None) -> dict:
+    """Start the embedded broker in its own session, create the topics, record it; returns its state."""
+    from ingest.broker import EmbeddedBroker, ensure_topics
+
+    run_dir = Path(settings.ray.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    broker = EmbeddedBroker(port=settings.kafka.embedded_port if port is None else port,
+                            log_path=run_dir / "broker.log", detached=True)
+    broker.start(timeout_s=settings.kafka.startup_timeout_s)
+    try:
+        ensure_topics(broker.bootstrap_servers, settings.kafka)
+    except Exception:
+        broker.stop()
+        raise
+    state = {"pid": broker.process.pid, "bootstrap_servers": broker.bootstrap_servers,
+             "started_at": time.time(), "log": str(run_dir / "broker.log")}
+    state_path(settings).write_text(json.dumps(state))
+    return state
+
+
+def resolve_bootstrap(settings: Settings, given: str | None, command: str) -> str:
+    """Kafka to use; starts the embedded broker detached when none is configured or running."""
+    if given or settings.kafka.bootstrap_servers:
+        return given or settings.kafka.bootstrap_servers
+    state = running_broker(settings)
+    if state is None:
+        state = start_detached_broker(settings)
+        print(f"smoke {command}: started the embedded broker on {state['bootstrap_servers']} "
+              f"(pid {state['pid']}); it keeps running, stop it with `smoke broker stop`", file=sys.stderr)
+    return state["bootstrap_servers"]
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError, OverflowError, ValueError):
+        return False
+    return True
+
+
+def _broker_start(args: argparse.Namespace) -> int:
+    from ingest.broker import BrokerError
+
+    state = running_broker(args.settings)
+    if state is not None:
+        print(f"embedded broker already running on {state['bootstrap_servers']} (pid {state['pid']})")
+        return 0
+    try:
+        state = start_detached_broker(args.settings, args.port)
+    except BrokerError as err:
+        print(f"smoke broker start: {err}", file=sys.stderr)
+        return 1
+    print(f"embedded broker running on {state['bootstrap_servers']} (pid {state['pid']}); "
+          f"export KAFKA_BOOTSTRAP_SERVERS={state['bootstrap_servers']} for other tools")
+    return 0
+
+
+def _broker_stop(args: argparse.Namespace) -> int:
+    from ingest.broker import stop_pid
+
+    state = running_broker(args.settings)
+    path = state_path(args.settings)
+    if state is None:
+        path.unlink(missing_ok=True)
+        print("embedded broker: not running")
+        return 0
+    stop_pid(state["pid"])
+    path.unlink(missing_ok=True)
+    print(f"embedded broker on {state['bootstrap_servers']} stopped (its data is gone: memory only)")
+    return 0
+
+
+def _broker_status(args: argparse.Namespace) -> int:
+    state = running_broker(args.settings)
+    if state is None:
+        print("embedded broker: not running")
+        return 3
+    print(f"embedded broker running on {state['bootstrap_servers']} (pid {state['pid']}, log {state['log']})")
+    return 0
+
+
+# --- producing and loading -------------------------------------------------------------------
+
+def _simulate(args: argparse.Namespace) -> int:
+    from ingest.broker import BrokerError
+    from ingest.producer import simulate_to_kafka
+    from ingest.simulator import write_simulation
+
+    settings: Settings = args.settings
+    if args.seed is not None:
+        settings = settings.model_copy(update={"simulator": settings.simulator.model_copy(update={"seed": args.seed})})
+    if args.out is not None:
+        config = settings.simulator.model_copy(update={
+            k: v for k, v in {"sensors": args.sensors, "rate": args.rate}.items() if v is not None})
+        duration = args.duration or config.duration_s
+        if duration is None:
+            print("smoke simulate --out: give --duration (a file run must end)", file=sys.stderr)
+            return 2
+        readings, incidents = write_simulation(config, args.out, duration)
+        print(f"wrote {readings} and {incidents}")
+        return 0
+    try:
+        bootstrap = resolve_bootstrap(settings, args.bootstrap_servers, "simulate")
+        report = simulate_to_kafka(settings, bootstrap, args.duration, sensors=args.sensors, rate=args.rate,
+                                   time_scale=args.time_scale, fast=args.fast, incident_log=args.incident_log,
+                                   show_progress=True)
+    except BrokerError as err:
+        print(f"smoke simulate: {err}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from ingest.broker import BrokerError
+    from ingest.kaggle import KaggleFormatError
+    from ingest.producer import replay_csv_to_kafka
+
+    try:
+        bootstrap = resolve_bootstrap(args.settings, args.bootstrap_servers, "replay")
+        report = replay_csv_to_kafka(args.settings, bootstrap, args.file, speed=args.speed, fast=args.fast,
+                                     sensors=args.sensors, show_progress=True)
+    except (BrokerError, KaggleFormatError) as err:
+        print(f"smoke replay: {err}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
+def _load(args: argparse.Namespace) -> int:
+    from ingest.kaggle import KaggleFormatError
+    from ingest.lake import LakeError
+    from ingest.loader import LoadError, load_file
+
+    lake = args.lake or args.settings.stream.lake_dir
+    try:
+        report = load_file(args.file, lake, sensor_id=args.sensor_id, incident_log=args.incident_log,
+                           show_progress=True)
+    except (LoadError, KaggleFormatError, LakeError) as err:
+        print(f"smoke load: {err}", file=sys.stderr)
+        return 1
+    print(report.summary() + f"; lake {lake}" + (f", rejects in {lake}/_rejects" if report.rejected else ""))
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from ingest.kaggle import write_kaggle_csv
+
+    made = write_kaggle_csv(args.file, rows=args.rows, seed=args.seed, bad_rows=args.bad_rows)
+    print(f"wrote {made.rows:,} rows in {len(made.sessions)} sessions to {made.path} "
+          f"({made.fire_share:.1%} labelled fire, {len(made.bad_rows)} bad rows)")
+    return 0
