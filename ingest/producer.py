@@ -85,8 +85,11 @@ class ReadingProducer:
                 bootstrap_servers=bootstrap_servers, client_id=client_id,
                 linger_ms=config.linger_ms, batch_size=config.batch_bytes, acks="all",
                 retry_backoff_ms=config.retry_backoff_ms,
-                # kafka-python retries transient errors within this window before handing us the failure.
-                delivery_timeout_ms=max(30_000, config.linger_ms + 30_000),
+                # kafka-python retries transient errors within this window before handing us the failure;
+                # send() blocks on a full buffer or missing metadata no longer than that either.
+                delivery_timeout_ms=int(config.delivery_timeout_s * 1000) + config.linger_ms,
+                request_timeout_ms=int(config.delivery_timeout_s * 1000),
+                max_block_ms=int(config.delivery_timeout_s * 1000),
             )
         except KafkaError as err:
             raise BrokerError(f"cannot reach Kafka at {bootstrap_servers}: {err!r}") from None

@@ -71,6 +71,9 @@ class SimulatorSettings(Section):
     batch_bytes: int = Field(256 * 1024, ge=1024, description="producer: bytes per partition batch")
     delivery_attempts: int = Field(5, ge=1, le=100, description="producer: sends of one reading before giving up")
     retry_backoff_ms: int = Field(200, ge=1, description="producer: first delay before a resend; doubles each time")
+    delivery_timeout_s: float = Field(
+        30.0, gt=0, le=600, description="producer: how long kafka-python itself retries one send (and waits "
+                                        "for a full buffer or missing metadata) before we resend it")
 
 
 class StreamSettings(Section):
