@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ingest.schema import MEASUREMENTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "pipeline.yaml"
@@ -162,6 +164,161 @@ class RaySettings(Section):
     start_timeout_s: float = Field(90.0, gt=0, description="how long `smoke up` waits for the Ray head")
 
 
+class ThresholdTier(Section):
+    """Warning and critical levels of one measurement (a reading at or above the level fires)."""
+
+    warning: float
+    critical: float | None = Field(None, description="empty: this signal never pages on its own")
+    source: str = Field("", description="where the levels come from (documentation only)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ThresholdTier:
+        if self.critical is not None and self.critical <= self.warning:
+            raise ValueError(f"critical ({self.critical}) must be above warning ({self.warning})")
+        return self
+
+
+def _default_tiers() -> dict[str, ThresholdTier]:
+    return {
+        "temperature_c": ThresholdTier(
+            warning=50.0, critical=57.0,
+            source="UL 521 / NFPA 72 ordinary-rated fixed-temperature heat detectors operate at 57 C "
+                   "(135 F); EN 54-5 class A1 static response 54-65 C"),
+        "pm2_5_ugm3": ThresholdTier(
+            warning=150.5, critical=1000.0,
+            source="US EPA AQI 'very unhealthy' 24-h PM2.5 breakpoint 150.5 ug/m3; Sensirion SPS30 "
+                   "specified range ends at 1,000 ug/m3"),
+        "nc0_5_per_cm3": ThresholdTier(
+            warning=1000.0, critical=3000.0,
+            source="Sensirion SPS30 specified number-concentration range ends at 3,000 #/cm3; warning at a "
+                   "third of it (about 2x the Kaggle mean of 491)"),
+        "tvoc_ppb": ThresholdTier(
+            warning=2200.0, critical=None,
+            source="German UBA TVOC level 5 (>10 mg/m3, unacceptable) at Sensirion's 4.5 ug/m3 per ppb "
+                   "for the SGP30 TVOC mixture; solvents also reach it, so it never pages alone"),
+        "eco2_ppm": ThresholdTier(
+            warning=2000.0, critical=None,
+            source="twice the 1,000 ppm ventilation guidance (ASHRAE 62.1 practice); the SGP30 derives "
+                   "eCO2 from H2, so it is gas evidence, never a page alone"),
+    }
+
+
+class ZScoreSignal(Section):
+    """One signal of the EWMA z-score detector."""
+
+    direction: str = Field(pattern=r"^(up|down)$", description="the direction a fire moves it")
+    log: bool = Field(False, description="score log1p(value): heavy-tailed signals (particles, TVOC)")
+    std_floor: float = Field(gt=0, description="smallest std used: z_threshold x floor is the smallest "
+                                               "excess that can fire, whatever the sensor's own noise")
+    group: str = Field(pattern=r"^(particles|gas|heat|humidity)$",
+                       description="evidence channel for fusion")
+
+
+def _default_zscore_signals() -> dict[str, ZScoreSignal]:
+    return {
+        # Smoke particles: log scale, floor 0.25 -> 6 x 0.25 = 1.5 log units, about 4.5x the baseline.
+        "pm2_5_ugm3": ZScoreSignal(direction="up", log=True, std_floor=0.25, group="particles"),
+        "nc0_5_per_cm3": ZScoreSignal(direction="up", log=True, std_floor=0.25, group="particles"),
+        # TVOC: log scale, floor 0.3 -> about 6x the baseline (room-to-room spread in the Kaggle data is wide).
+        "tvoc_ppb": ZScoreSignal(direction="up", log=True, std_floor=0.3, group="gas"),
+        # SGP30 raw H2 ticks fall as H2 rises (log-resistance); floor 10 ticks -> a 60-tick fall.
+        "raw_h2_ticks": ZScoreSignal(direction="down", std_floor=10.0, group="gas"),
+        # eCO2 is computed from H2 by the SGP30; floor 15 ppm -> +90 ppm.
+        "eco2_ppm": ZScoreSignal(direction="up", std_floor=15.0, group="gas"),
+        # Heat: floor 0.75 C -> 4.5 C above the sensor's own baseline.
+        "temperature_c": ZScoreSignal(direction="up", std_floor=0.75, group="heat"),
+        # Humidity rising is the steam/cooking veto (fires dry the air); floor 1 %RH -> +6 %RH.
+        "humidity_pct": ZScoreSignal(direction="up", std_floor=1.0, group="humidity"),
+    }
+
+
+class ThresholdSettings(Section):
+    levels: dict[str, ThresholdTier] = Field(default_factory=_default_tiers)
+
+    @field_validator("levels")
+    @classmethod
+    def _known(cls, levels: dict[str, ThresholdTier]) -> dict[str, ThresholdTier]:
+        return _known_measurements(levels)
+
+
+class ZScoreSettings(Section):
+    alpha: float = Field(0.01, gt=0, lt=1, description="EWMA weight of a normal reading (~100-reading memory)")
+    anomalous_alpha_share: float = Field(
+        0.05, ge=0, le=1, description="anomalous readings are learnt at alpha x this, so an incident does "
+                                      "not become the baseline but a lasting shift eventually does")
+    warmup_readings: int = Field(60, ge=2, description="no z-score opinion before this many readings")
+    threshold: float = Field(6.0, gt=0, description="z at which a signal fires")
+    signals: dict[str, ZScoreSignal] = Field(default_factory=_default_zscore_signals)
+
+    @field_validator("signals")
+    @classmethod
+    def _known(cls, signals: dict[str, ZScoreSignal]) -> dict[str, ZScoreSignal]:
+        return _known_measurements(signals)
+
+
+class RateOfRiseSettings(Section):
+    temperature_c_per_min: float = Field(
+        8.3, gt=0, description="UL 521 / NFPA 72 rate-of-rise heat detectors: 15 F (8.3 C) per minute")
+    nc0_5_per_cm3_per_s: float = Field(
+        10.0, gt=0, description="particle growth; quiet SPS30 noise is below 1 #/cm3/s, cooking below 2")
+    smoothing_alpha: float = Field(0.3, gt=0, le=1, description="EWMA of the per-reading rates (noise)")
+
+
+class StuckSettings(Section):
+    window_readings: int = Field(300, ge=3, description="identical consecutive values that make a stuck signal")
+    signals: list[str] = Field(
+        ["temperature_c", "humidity_pct", "raw_h2_ticks", "raw_ethanol_ticks", "pressure_hpa", "pm1_0_ugm3",
+         "pm2_5_ugm3", "nc0_5_per_cm3", "nc1_0_per_cm3", "nc2_5_per_cm3"],
+        description="signals whose noise exceeds their resolution; SGP30 TVOC/eCO2 legitimately sit flat "
+                    "at 0 ppb / 400 ppm in clean air and are left out")
+
+    @field_validator("signals")
+    @classmethod
+    def _known(cls, signals: list[str]) -> list[str]:
+        return list(_known_measurements(dict.fromkeys(signals)))
+
+
+class SilentSettings(Section):
+    after_s: float = Field(120.0, gt=0, description="wall-clock silence that raises sensor_silent; within "
+                                                    "NFPA 72's 200 s limit for reporting a lost wireless device")
+
+
+class FusionSettings(Section):
+    raise_k: int = Field(3, ge=1, description="raise after k anomalous readings ...")
+    raise_n: int = Field(5, ge=1, le=32, description="... among the last n")
+    clear_m: int = Field(30, ge=1, description="clear after m consecutive normal readings")
+    hold_ratio: float = Field(0.5, gt=0, le=1, description="once raised, a reading stays anomalous down to "
+                                                           "this share of each threshold (hysteresis)")
+    min_channels: int = Field(2, ge=1, le=4, description="independent evidence channels (particles, gas, "
+                                                         "heat, model) that make a reading a fire")
+    steam_veto: bool = Field(True, description="rising humidity discounts the particle channel "
+                                               "(cooking/steam, UL 217 8th ed. nuisance practice)")
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> FusionSettings:
+        if self.raise_k > self.raise_n:
+            raise ValueError(f"raise_k ({self.raise_k}) cannot exceed raise_n ({self.raise_n})")
+        return self
+
+
+class DetectionSettings(Section):
+    """Detector thresholds and fusion; see docs/detection.md for the sources of the defaults."""
+
+    thresholds: ThresholdSettings = ThresholdSettings()
+    zscore: ZScoreSettings = ZScoreSettings()
+    rate_of_rise: RateOfRiseSettings = RateOfRiseSettings()
+    stuck: StuckSettings = StuckSettings()
+    silent: SilentSettings = SilentSettings()
+    fusion: FusionSettings = FusionSettings()
+
+
+def _known_measurements(mapping: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(mapping) - set(MEASUREMENTS))
+    if unknown:
+        raise ValueError(f"unknown measurements {unknown}; known: {list(MEASUREMENTS)}")
+    return mapping
+
+
 class Settings(Section):
     kafka: KafkaSettings = KafkaSettings()
     simulator: SimulatorSettings = SimulatorSettings()
@@ -169,6 +326,7 @@ class Settings(Section):
     train: TrainSettings = TrainSettings()
     serve: ServeSettings = ServeSettings()
     ray: RaySettings = RaySettings()
+    detection: DetectionSettings = DetectionSettings()
 
 
 class SettingsError(ValueError):
