@@ -55,11 +55,11 @@ class LakeSink:
         self._parts[partition] = []
 
     def add(self, partition: int, offsets: np.ndarray, sensor_ids: list[str], timestamps: np.ndarray,
-            arrival_times: np.ndarray, features: np.ndarray) -> None:
+            arrival_times: np.ndarray, features: np.ndarray, processed_at: float) -> None:
         if len(offsets):
             self._parts.setdefault(partition, []).append({
                 "offsets": offsets, "sensor_ids": sensor_ids, "timestamps": timestamps,
-                "arrival": arrival_times, "features": features})
+                "arrival": arrival_times, "features": features, "processed_at": processed_at})
             self._start.setdefault(partition, int(offsets[0]))
 
     def drop(self, partition: int) -> None:
@@ -131,6 +131,8 @@ class LakeSink:
             "kafka_offset": offsets.astype(np.int64),
             "log_epoch": np.full(len(offsets), state.epoch, dtype=np.int32),
             "arrival_time": np.concatenate([p["arrival"] for p in parts]),
+            # When detection had run on the row: processed_at - arrival_time is the stream's latency.
+            "processed_at": np.concatenate([np.full(len(p["offsets"]), p["processed_at"]) for p in parts]),
         }
         for j, name in enumerate(FEATURE_NAMES):
             columns[name] = features[:, j]

@@ -225,7 +225,8 @@ class StreamLoop:
             arrival = np.fromiter((records[i].timestamp for i in idx), dtype=np.float64, count=len(idx)) / 1000
             features, alerts = state.process(batch.sensor_ids, batch.timestamps, batch.values, arrival, now,
                                               self.store)
-            self.sinks.lake.add(state.partition, offsets, batch.sensor_ids, batch.timestamps, arrival, features)
+            self.sinks.lake.add(state.partition, offsets, batch.sensor_ids, batch.timestamps, arrival, features,
+                                time.time())
             self.totals["processed"] += len(idx)
             if self.metrics:
                 self.metrics.processed(state.partition, len(idx))
