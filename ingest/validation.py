@@ -181,10 +181,12 @@ def validate_records(
             values[:, j] = column
         col = values[:, j]
         with np.errstate(invalid="ignore"):
-            for k in np.flatnonzero(~np.isfinite(col)):
+            finite = np.isfinite(col)
+            for k in np.flatnonzero(~finite):
                 if not _already_rejected(problems, live[k], name):
-                    reject(live[k], name, Reason.NOT_FINITE, f"{col[k]!r} is not a finite number")
-            for k in np.flatnonzero((col < _LOWS[j]) | (col > _HIGHS[j])):
+                    reject(live[k], name, Reason.NOT_FINITE, f"{float(col[k])!r} is not a finite number")
+            # An infinity is not_finite only; it is not also out of range.
+            for k in np.flatnonzero(finite & ((col < _LOWS[j]) | (col > _HIGHS[j]))):
                 spec = FIELDS[j]
                 reject(live[k], name, Reason.OUT_OF_RANGE,
                        f"{col[k]:g} outside {spec.low:g}..{spec.high:g} {spec.unit} ({spec.sensor})")
