@@ -1,0 +1,64 @@
+"""Settings: errors name the key, environment overrides apply, the shipped file validates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingest.settings import DEFAULT_CONFIG, SettingsError, load_settings
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_configuration_validates():
+    settings = load_settings(DEFAULT_CONFIG, environ={})
+    assert settings.simulator.sensors >= 1 and settings.kafka.partitions >= 1
+
+
+@pytest.mark.parametrize(("yaml_text", "key"), [
+    ("simulator:\n  rate: -5\n", "simulator.rate"),
+    ("simulator:\n  sensors: many\n", "simulator.sensors"),
+    ("simulator:\n  dropout_probability: 2\n", "simulator.dropout_probability"),
+    ("simulator:\n  sensor_prefix: 'has space'\n", "simulator.sensor_prefix"),
+    ("kafka:\n  partitions: 0\n", "kafka.partitions"),
+    ("simulator:\n  sensorz: 10\n", "simulator.sensorz"),
+    ("stream:\n  checkpoint_interval_s: 0\n", "stream.checkpoint_interval_s"),
+])
+def test_a_bad_value_or_unknown_key_is_an_error_naming_the_key(tmp_path, yaml_text, key):
+    with pytest.raises(SettingsError) as err:
+        load_settings(_write(tmp_path, yaml_text), environ={})
+    assert str(err.value).startswith(f"{key}:")
+
+
+def test_invalid_yaml_and_a_non_mapping_are_clear_errors(tmp_path):
+    with pytest.raises(SettingsError, match="not valid YAML"):
+        load_settings(_write(tmp_path, "simulator: [unclosed\n"), environ={})
+    with pytest.raises(SettingsError, match="mapping of sections"):
+        load_settings(_write(tmp_path, "- a\n- b\n"), environ={})
+
+
+def test_environment_overrides_win_over_the_file(tmp_path):
+    path = _write(tmp_path, "simulator:\n  sensors: 10\n  rate: 20\n")
+    settings = load_settings(path, environ={
+        "SMOKE_SIMULATOR__SENSORS": "10000", "SMOKE_SIMULATOR__TIME_SCALE": "",
+        "KAFKA_BOOTSTRAP_SERVERS": "kafka-1:9092,kafka-2:9092"})
+    assert settings.simulator.sensors == 10_000
+    assert settings.simulator.rate == 20
+    assert settings.simulator.time_scale is None  # empty: as fast as possible
+    assert settings.kafka.bootstrap_servers == "kafka-1:9092,kafka-2:9092"
+
+
+def test_a_bad_environment_override_names_the_key():
+    with pytest.raises(SettingsError, match=r"^simulator.linger_ms:"):
+        load_settings(environ={"SMOKE_SIMULATOR__LINGER_MS": "soon"})
+
+
+def test_settings_are_frozen():
+    settings = load_settings(environ={})
+    with pytest.raises(ValueError, match="frozen"):
+        settings.simulator.sensors = 5
