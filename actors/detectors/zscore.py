@@ -1,0 +1,97 @@
+"""Per-sensor EWMA mean/variance z-scores, one-sided in the direction a fire moves each signal.
+
+Every sensor has its own baseline (a kitchen is not a server room), learnt as
+an exponentially weighted mean and variance (West 1979 / Finch 2009 incremental
+form). A reading is scored against the baseline *before* it. Until a sensor has
+``warmup_readings`` readings the detector has no opinion (NaN), because a
+baseline of a few readings makes every wiggle look extreme.
+
+The standard deviation used is at least the signal's ``std_floor``: a simulated
+or very steady sensor has a tiny variance, and without a floor a 1 % bump would
+be "20 sigma". ``threshold x std_floor`` is therefore the smallest excess that
+can fire, in the signal's units (log units for particles and TVOC).
+
+Readings that fire (or come close: half the threshold) are learnt at a much
+smaller weight, so an incident does not become its own baseline, while a lasting
+change of the environment is still absorbed eventually.
+
+>>> import numpy as np
+>>> from ingest.schema import MEASUREMENTS
+>>> from ingest.settings import ZScoreSettings, ZScoreSignal
+>>> det = EwmaZScore(ZScoreSettings(warmup_readings=5, signals={
+...     "temperature_c": ZScoreSignal(direction="up", std_floor=0.5, group="heat")}))
+>>> def reading(temp):
+...     values = np.zeros((1, len(MEASUREMENTS))); values[0, 0] = temp
+...     return ReadingBatch(np.array([0]), np.zeros(1), values, np.zeros((1, 0)))
+>>> for temp in [20.0, 20.1, 19.9, 20.0, 20.0]:
+...     b = reading(temp); det.learn_batch(b, det.score_batch(b))
+>>> round(float(det.score_batch(reading(23.0)).observed[0, 0]), 2)  # (23 - 20) / floor 0.5
+6.0
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from actors.detectors.base import Detector, ReadingBatch, Scores, ratio_of
+from ingest.schema import MEASUREMENTS
+from ingest.settings import ZScoreSettings
+
+# Rows whose ratio reaches this share of the threshold are learnt at the reduced weight.
+_GUARD_RATIO = 0.5
+
+
+class EwmaZScore(Detector):
+    """One-sided z-score of each configured signal against the sensor's EWMA baseline."""
+
+    name = "zscore"
+    sequential = True
+
+    def __init__(self, settings: ZScoreSettings, capacity: int = 64) -> None:
+        k = len(settings.signals)
+        super().__init__({
+            "mean": ((k,), np.float64, np.nan),
+            "var": ((k,), np.float64, 0.0),
+            "count": ((), np.int64, 0),
+        }, capacity)
+        self.settings = settings
+        signals = settings.signals
+        self.names = tuple(signals)
+        self.groups = tuple(s.group for s in signals.values())
+        self.columns = np.array([MEASUREMENTS.index(n) for n in signals], dtype=np.int64)
+        self.log = np.array([s.log for s in signals.values()])
+        self.sign = np.array([1.0 if s.direction == "up" else -1.0 for s in signals.values()])
+        self.floor = np.array([s.std_floor for s in signals.values()])
+        self.thresholds = np.full(k, settings.threshold)
+
+    def _transform(self, values: np.ndarray) -> np.ndarray:
+        x = values[:, self.columns]
+        # Particles and TVOC span orders of magnitude: compare them on a log scale (log1p keeps 0 valid).
+        return np.where(self.log, np.log1p(np.maximum(x, 0.0)), x)
+
+    def score_batch(self, batch: ReadingBatch) -> Scores:
+        x = self._transform(batch.values)
+        mean = self.state["mean"][batch.slots]
+        std = np.maximum(np.sqrt(self.state["var"][batch.slots]), self.floor)
+        z = self.sign * (x - mean) / std
+        warm = self.state["count"][batch.slots] >= self.settings.warmup_readings
+        z[~warm] = np.nan
+        return Scores(self.names, self.groups, z, self.thresholds, ratio_of(z, self.thresholds))
+
+    def learn_batch(self, batch: ReadingBatch, scores: Scores) -> None:
+        slots = batch.slots
+        x = self._transform(batch.values)
+        count = self.state["count"][slots] + 1
+        mean = self.state["mean"][slots]
+        var = self.state["var"][slots]
+        alpha = np.full(len(slots), self.settings.alpha)
+        near = np.nan_to_num(scores.ratio, nan=0.0).max(axis=1, initial=0.0) >= _GUARD_RATIO
+        alpha[near] *= self.settings.anomalous_alpha_share
+        # Warm-up: a running average (weight 1/count) so the baseline settles in a few readings.
+        alpha = np.where(count <= self.settings.warmup_readings, np.maximum(alpha, 1.0 / count), alpha)[:, None]
+        first = np.isnan(mean)
+        diff = np.where(first, 0.0, x - mean)
+        increment = alpha * diff
+        self.state["mean"][slots] = np.where(first, x, mean + increment)
+        self.state["var"][slots] = np.where(first, 0.0, (1.0 - alpha) * (var + diff * increment))
+        self.state["count"][slots] = count
