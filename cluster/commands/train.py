@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 
 from train.command import add_arguments, run
 from train.registry import ModelRegistry, PromotionRefused, RegistryError
@@ -64,7 +65,7 @@ def _list(args: argparse.Namespace) -> int:
         mark = " *" if r["production"] else ""
         table.add_row(r["version"] + mark, str(r["model_type"]), str(r["feature_set"]), str(r["created_at"]),
                       *(_fmt(r[k]) for k in ("pr_auc", "roc_auc", "recall", "precision", "threshold")))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
     print("* production")
     return 0
 
