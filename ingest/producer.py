@@ -117,8 +117,9 @@ class ReadingProducer:
             self._in_flight -= 1
             self.report.delivered += 1
 
-    def _failed(self, err: Exception, key: bytes, value: bytes, attempt: int) -> None:
-        # Called from kafka-python's I/O thread: only record; the sending thread resends.
+    def _failed(self, key: bytes, value: bytes, attempt: int, err: Exception) -> None:
+        # Called from kafka-python's I/O thread (with the error after our arguments): only record;
+        # the sending thread resends.
         with self._lock:
             self._in_flight -= 1
         self._give_up_or_retry(err, key, value, attempt)
