@@ -17,7 +17,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -30,14 +31,20 @@ from ingest.lake import write_lake_file
 from ingest.validation import Problem
 from train.features import FEATURE_NAMES
 
-if TYPE_CHECKING:
-    from actors.state import PartitionState
-
 log = logging.getLogger(__name__)
 
 
 class SinkError(RuntimeError):
     """Output that could not be delivered; the checkpoint must not advance past it."""
+
+
+@dataclass
+class LakeBatch:
+    """Rows of one partition taken from the buffer for one file: offsets from ``start`` on."""
+
+    partition: int
+    start: int
+    parts: list[dict[str, Any]]
 
 
 class LakeSink:
@@ -72,10 +79,10 @@ class LakeSink:
     def key_prefix(self, epoch: int, partition: int) -> str:
         return f"{self.topic}-e{epoch:03d}-p{partition:04d}-o"
 
-    def key(self, state: PartitionState, start: int) -> str:
+    def key(self, epoch: int, partition: int, start: int) -> str:
         # The first offset only (not the last): a replay from the same checkpoint may cut its
         # first flush at another offset, and must still replace the file of the lost attempt.
-        return f"{self.key_prefix(state.epoch, state.partition)}{start:012d}"
+        return f"{self.key_prefix(epoch, partition)}{start:012d}"
 
     def remove_orphans(self, epoch: int, partition: int, from_offset: int, recent_days: int = 3) -> list[str]:
         """Delete files of this partition that start at or after ``from_offset``.
@@ -106,30 +113,35 @@ class LakeSink:
                         len(removed), partition)
         return removed
 
-    def flush(self, state: PartitionState) -> str | None:
-        """Write the partition's buffered rows as one file; returns its key (None if nothing)."""
-        parts = self._parts.get(state.partition)
-        start = self._start.get(state.partition)
-        if parts:
-            frame = self.frame(state, parts)
-            key = self.key(state, start)
-            write_lake_file(self.root, key, frame)
-        else:
-            key = None
-        if state.next_offset is not None:
-            self.begin(state.partition, state.next_offset)
+    def take(self, partition: int, next_offset: int) -> LakeBatch:
+        """Hand over the partition's buffered rows (up to ``next_offset``) and start a new buffer there."""
+        batch = LakeBatch(partition, self._start.get(partition, next_offset), self._parts.get(partition, []))
+        self.begin(partition, next_offset)
+        return batch
+
+    def put_back(self, batch: LakeBatch) -> None:
+        """A write that failed: its rows go back in front of the buffer, under their old start offset."""
+        self._parts[batch.partition] = batch.parts + self._parts.get(batch.partition, [])
+        self._start[batch.partition] = batch.start
+
+    def write(self, batch: LakeBatch, epoch: int) -> str | None:
+        """Write one taken batch as one file (thread-safe: touches nothing of the buffer); returns its key."""
+        if not batch.parts:
+            return None
+        key = self.key(epoch, batch.partition, batch.start)
+        write_lake_file(self.root, key, self.frame(batch.partition, epoch, batch.parts))
         return key
 
-    def frame(self, state: PartitionState, parts: list[dict[str, Any]]) -> pd.DataFrame:
+    def frame(self, partition: int, epoch: int, parts: list[dict[str, Any]]) -> pd.DataFrame:
         offsets = np.concatenate([p["offsets"] for p in parts])
         features = np.vstack([p["features"] for p in parts])
         columns: dict[str, Any] = {
             "sensor_id": [s for p in parts for s in p["sensor_ids"]],
             "timestamp": np.concatenate([p["timestamps"] for p in parts]),  # epoch seconds, as the lake wants
             "kafka_topic": self.topic,
-            "kafka_partition": np.full(len(offsets), state.partition, dtype=np.int32),
+            "kafka_partition": np.full(len(offsets), partition, dtype=np.int32),
             "kafka_offset": offsets.astype(np.int64),
-            "log_epoch": np.full(len(offsets), state.epoch, dtype=np.int32),
+            "log_epoch": np.full(len(offsets), epoch, dtype=np.int32),
             "arrival_time": np.concatenate([p["arrival"] for p in parts]),
             # When detection had run on the row: processed_at - arrival_time is the stream's latency.
             "processed_at": np.concatenate([np.full(len(p["offsets"]), p["processed_at"]) for p in parts]),

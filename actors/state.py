@@ -156,13 +156,22 @@ class PartitionState:
             "evicted": sorted(self.evicted),
         }
 
-    def after_snapshot(self, store: CheckpointStore) -> None:
-        """The snapshot is durable: blobs of sensors it now contains are no longer needed."""
-        for sensor_id in self._restored:
-            store.delete(store.evicted_path(self.topic, self.partition, sensor_id))
-        self._restored.clear()
-        self.messages_since_checkpoint = 0
-        self.dirty = False
+    def take_restored(self) -> set[str]:
+        """Sensors restored from the store since the last capture (their blobs go once it is durable)."""
+        restored, self._restored = self._restored, set()
+        return restored
+
+    def restore_restored(self, restored: set[str]) -> None:
+        self._restored |= restored
+
+    def after_snapshot(self, store: CheckpointStore, restored: set[str]) -> None:
+        """A snapshot holding ``restored`` is durable: their evicted blobs are no longer needed.
+
+        A sensor evicted again since then has a fresh blob, which is kept.
+        """
+        for sensor_id in restored:
+            if sensor_id not in self.evicted:
+                store.delete(store.evicted_path(self.topic, self.partition, sensor_id))
 
     def note_output_offsets(self, sinks: Any) -> None:
         self.alerts_offset = sinks.alerts_end(self.partition, self.alerts_offset)

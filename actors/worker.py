@@ -28,6 +28,7 @@ import ray
 from kafka import KafkaConsumer, TopicPartition
 
 from actors.checkpoint import Checkpointer, CheckpointStore
+from actors.detection import DetectionEngine
 from actors.metrics import WorkerMetrics
 from actors.model_watch import ModelWatch
 from actors.sinks import Sinks, alert_identity, dead_letter_source, scan_written, unique_reasons
@@ -43,12 +44,6 @@ CALL_TIMEOUT_S = 120.0
 
 def engine_factory(settings: Settings, model: Any | None) -> Callable[[dict[str, Any] | None], Any]:
     """Builds a partition's detection engine, fresh or from its snapshot."""
-    try:
-        from actors.detection import DetectionEngine
-    except ImportError as err:  # TEMPORARY until actors/detection.py lands
-        log.warning("detection engine unavailable (%s): running without detection", err)
-        return lambda snapshot: None
-
     def make(snapshot: dict[str, Any] | None) -> Any:
         if snapshot is None:
             return DetectionEngine(settings.detection, model=model)
@@ -274,24 +269,34 @@ class StreamLoop:
             self._next_evict = mono + max(self.stream.idle_eviction_s / 10, 1.0)
             for state in self.states.values():
                 self.totals["evicted"] += state.evict_idle(now, self.stream.idle_eviction_s, self.store)
+        self._record_checkpoint(self.checkpointer.finish())
+        if self.checkpointer.last_error:
+            self.last_error = f"checkpoint: {self.checkpointer.last_error}"
         due = (mono - self._last_checkpoint >= self.stream.checkpoint_interval_s
                or any(s.messages_since_checkpoint >= self.stream.checkpoint_every_messages
                       for s in self.states.values()))
         if due:
-            self.checkpoint()
+            self.checkpoint(wait=False)
         if self.metrics:
             sensors = sum(s.sensors() for s in self.states.values())
             per = max((s.nbytes_per_sensor() for s in self.states.values()), default=0)
             self.metrics.state(sensors, sensors * per)
 
-    def checkpoint(self, states: list[PartitionState] | None = None) -> float:
+    def checkpoint(self, states: list[PartitionState] | None = None, *, wait: bool = True) -> bool:
+        """Start a checkpoint of ``states`` (default: all owned); ``wait`` also completes it."""
         self._last_checkpoint = time.monotonic()
-        seconds = self.checkpointer.commit(self.states.values() if states is None else states)
+        started = self.checkpointer.commit(self.states.values() if states is None else states, wait=wait)
+        if wait:
+            self._record_checkpoint(self.checkpointer.last_duration_s if started else None)
+        return started
+
+    def _record_checkpoint(self, seconds: float | None) -> None:
+        if seconds is None:
+            return
         self.totals["checkpoints"] += 1
         self.last_checkpoint_s = seconds
-        if self.metrics and seconds:
+        if self.metrics:
             self.metrics.checkpoint.observe(seconds)
-        return seconds
 
     def _check_reset(self, state: PartitionState, highwater: int, mono: float) -> None:
         """A next offset beyond the partition's end for ``reset_grace_s``: the broker lost its log.
@@ -364,6 +369,7 @@ class StreamLoop:
                 error = f"{type(err).__name__}: {err}"
                 log.error("%s: final checkpoint failed, input since the previous one will be replayed: %s",
                           self.worker_id, error)
+        self.checkpointer.close()
         status = self.status() | {"final_checkpoint_error": error}
         self._stopping.set()
         self.sinks.close()
@@ -409,7 +415,7 @@ class PartitionWorker:
             raise RuntimeError(f"{self.worker_id}: the processing loop has stopped")
         return {**self.loop.call(self.loop.status, timeout_s=30), "node_id": ray.get_runtime_context().get_node_id()}
 
-    def checkpoint(self) -> float:
+    def checkpoint(self) -> bool:
         return self.loop.call(self.loop.checkpoint)
 
     def stop(self) -> dict[str, Any]:
