@@ -80,9 +80,16 @@ class ReadingProducer:
         self._retry: deque[tuple[float, bytes, bytes, int]] = deque()
         self._in_flight = 0
         self._lock = threading.Lock()
+        self._bootstrap_servers = bootstrap_servers
+        self._client_id = client_id
+        self._renew = False  # set when the client hit an error it does not recover from by itself
+        self._producer = self._new_client()
+
+    def _new_client(self) -> KafkaProducer:
+        config = self.config
         try:
-            self._producer = KafkaProducer(
-                bootstrap_servers=bootstrap_servers, client_id=client_id,
+            return KafkaProducer(
+                bootstrap_servers=self._bootstrap_servers, client_id=self._client_id,
                 linger_ms=config.linger_ms, batch_size=config.batch_bytes, acks="all",
                 retry_backoff_ms=config.retry_backoff_ms,
                 # kafka-python retries transient errors within this window before handing us the failure;
@@ -92,7 +99,7 @@ class ReadingProducer:
                 max_block_ms=int(config.delivery_timeout_s * 1000),
             )
         except KafkaError as err:
-            raise BrokerError(f"cannot reach Kafka at {bootstrap_servers}: {err!r}") from None
+            raise BrokerError(f"cannot reach Kafka at {self._bootstrap_servers}: {err!r}") from None
 
     def send(self, keys: list[bytes], values: list[bytes]) -> None:
         """Queue readings for sending (``keys[k]`` is the sensor id of ``values[k]``)."""
@@ -127,6 +134,10 @@ class ReadingProducer:
     def _give_up_or_retry(self, err: Exception, key: bytes, value: bytes, attempt: int) -> None:
         with self._lock:
             self.report.last_error = f"{type(err).__name__}: {err}"
+            # A timeout heals when the broker is back; other errors can leave the idempotent client's
+            # producer id unusable for good (a restarted broker refuses it), so resend with a new client.
+            if not isinstance(err, KafkaTimeoutError):
+                self._renew = True
             if attempt >= self.config.delivery_attempts:
                 self.report.failed += 1
                 return
@@ -135,6 +146,10 @@ class ReadingProducer:
 
     def _resend_due(self) -> None:
         now = time.monotonic()
+        if self._renew and any(due <= now for due, *_ in list(self._retry)):
+            self._renew = False
+            old, self._producer = self._producer, self._new_client()
+            old.close(timeout=0)  # what it still holds fails back to us and is resent
         for _ in range(len(self._retry)):
             due, key, value, attempt = self._retry.popleft()
             if due > now:

@@ -108,6 +108,31 @@ def test_undeliverable_readings_are_resent_then_counted_as_failed_with_one_log_l
     assert len(errors) == 1 and "3 of 3 readings could not be delivered" in errors[0].getMessage()
 
 
+def test_readings_sent_while_the_broker_restarts_are_resent_and_arrive_once():
+    config = SimulatorSettings(delivery_attempts=5, retry_backoff_ms=200, delivery_timeout_s=1.0, linger_ms=0)
+    kafka = KafkaSettings(topic="blip", partitions=1)
+    first = EmbeddedBroker().start()
+    second = EmbeddedBroker(port=first.port)
+    try:
+        ensure_topics(first.bootstrap_servers, kafka)
+        producer = ReadingProducer(first.bootstrap_servers, kafka.topic, config)
+        producer.send([b"s-1"], [b'{"n": 0}'])
+        producer.flush(timeout_s=10)
+        first.stop()  # memory only: the restarted broker knows neither the topic nor the producer id
+        producer.send([b"s-1"] * 5, [b'{"n": %d}' % n for n in range(1, 6)])
+        time.sleep(1.2)
+        second.start()
+        ensure_topics(second.bootstrap_servers, kafka)
+        producer.close()
+        assert (producer.report.delivered, producer.report.failed) == (6, 0)
+        assert producer.report.resent >= 5
+        got = consume(second.bootstrap_servers, kafka, 5)
+        assert sorted(orjson.loads(v)["n"] for _, _, v in got) == [1, 2, 3, 4, 5]
+    finally:
+        first.stop()
+        second.stop()
+
+
 def test_cli_simulate_and_replay_against_a_given_broker(settings, broker, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SMOKE_KAFKA__TOPIC", settings.kafka.topic)
     monkeypatch.setenv("SMOKE_KAFKA__PARTITIONS", str(settings.kafka.partitions))
