@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from ingest.settings import SettingsError, load_settings
@@ -51,6 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as err:
         print(f"smoke: invalid settings: {err}", file=sys.stderr)
         return 2
+    # Ray clients given an explicit address send the auth token only in token mode, which Ray
+    # does not infer for them: our clusters run with token auth, so say so (RAY_AUTH_MODE=disabled opts out).
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if not getattr(args, "manages_stack", False):
+        # After `smoke up`, every command finds its Ray and Kafka without flags (explicit settings win).
+        from cluster.stack_state import attach_running_stack
+
+        args.settings = attach_running_stack(args.settings)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -1,0 +1,235 @@
+"""``smoke status``: the health of each part of the recorded stack, checked live.
+
+Every check is independent and returns a :class:`Check` (part, healthy or not,
+one line of detail): a part that is down never hides the state of the others.
+Ray-side checks (stream, Serve) share one driver connection, made only when the
+GCS port answers, because ``ray.init`` against a dead address waits about 20 s.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from cluster.stack_state import StackState
+from ingest.broker import port_open
+from ingest.settings import Settings
+
+ALERT_WINDOW_S = 300.0
+
+
+@dataclass(frozen=True)
+class Check:
+    part: str
+    healthy: bool | None  # None: not part of this stack (skipped, unavailable) or not checkable
+    detail: str
+
+
+def check_stack(settings: Settings, state: StackState, alert_window_s: float = ALERT_WINDOW_S) -> list[Check]:
+    from cluster.stack import disconnect_driver, with_stack
+
+    settings = with_stack(settings, state)
+    checks = [check_ray(state), check_broker(state)]
+    ray_up = checks[0].healthy
+    checks.append(check_stream(settings, state) if ray_up else _unreachable("stream", state.stream_name))
+    checks.append(check_serve(settings, state) if ray_up else _unreachable("serve", state.serve_app))
+    checks.append(check_model(settings))
+    checks.append(check_alerts(settings, state, alert_window_s) if checks[1].healthy
+                  else Check("alerts", None, "Kafka is not reachable"))
+    checks.append(check_simulator(state))
+    checks.append(check_metrics(state))
+    disconnect_driver()
+    return checks
+
+
+def check_ray(state: StackState) -> Check:
+    address = state.ray_address or ""
+    host, _, port = address.rpartition(":")
+    if state.ray_session_id is not None and not state.ray_running():
+        return Check("ray", False, f"the head started by `smoke up` is gone (session {state.ray_session_id})")
+    if not port.isdigit() or not port_open(host, int(port), timeout=2.0):
+        return Check("ray", False, f"GCS at {address} does not accept connections")
+    try:
+        import ray
+
+        from cluster.stack import connect_driver
+
+        connect_driver(state.ray_address, state.namespace)
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        cpus = ray.cluster_resources().get("CPU", 0)
+        free = ray.available_resources().get("CPU", 0)
+    except Exception as err:
+        return Check("ray", False, f"GCS at {address} answers but the driver cannot connect: {err}")
+    where = f"head session {state.ray_session_id}" if state.ray_session_id else "existing cluster"
+    return Check("ray", True, f"{address} ({where}): {len(nodes)} node(s), {free:g}/{cpus:g} CPUs free, "
+                              f"dashboard {state.dashboard_url or 'n/a'}")
+
+
+def check_broker(state: StackState) -> Check:
+    bootstrap = state.bootstrap_servers or ""
+    reachable = any(port_open(h, int(p), timeout=2.0) for h, _, p in
+                    (server.rpartition(":") for server in bootstrap.split(",")) if p.isdigit())
+    if not reachable:
+        return Check("kafka", False, f"{bootstrap or 'no broker recorded'} does not accept connections")
+    try:
+        from ingest.broker import partition_count
+
+        parts = {topic: partition_count(bootstrap, topic) for topic in state.topics}
+    except Exception as err:
+        return Check("kafka", False, f"{bootstrap} accepts connections but metadata fails: {err}")
+    missing = [t for t, n in parts.items() if n == 0]
+    kind = f"embedded broker pid {state.broker_pid}" if state.broker_pid else "external"
+    if missing:
+        return Check("kafka", False, f"{bootstrap} ({kind}): topics missing: {', '.join(missing)}")
+    return Check("kafka", True, f"{bootstrap} ({kind}): " + ", ".join(f"{t} x{n}" for t, n in parts.items()))
+
+
+def check_stream(settings: Settings, state: StackState) -> Check:
+    if not state.stream_name:
+        return _not_started("stream", state)
+    from actors.supervisor import stream_status, total_lag
+
+    try:
+        status = stream_status(settings, timeout_s=30.0)
+    except Exception as err:
+        return Check("stream", False, f"supervisor {state.stream_name!r} does not answer: {err}")
+    if status is None:
+        return Check("stream", False, f"supervisor {state.stream_name!r} is not running")
+    workers = status["workers"]
+    broken = [w for w, info in workers.items() if "error" in info]
+    processed = sum(info.get("totals", {}).get("processed", 0) for info in workers.values())
+    healthy = len(workers) == status["desired"] and not broken
+    return Check("stream", healthy, f"{len(workers) - len(broken)}/{status['desired']} workers alive, "
+                                    f"lag {total_lag(status)}, {processed} readings processed, "
+                                    f"{status['restarts']} restarts")
+
+
+def check_serve(settings: Settings, state: StackState) -> Check:
+    if not state.serve_app:
+        return _not_started("serve", state)
+    from serve.deployment import serve_status
+
+    try:
+        status = serve_status(settings, state.ray_address)
+    except Exception as err:
+        return Check("serve", False, f"cannot read Serve's status: {err}")
+    replicas = {}
+    for deployment in status["deployments"].values():
+        for replica_state, count in deployment["replicas"].items():
+            replicas[replica_state] = replicas.get(replica_state, 0) + count
+    health = _get_json(f"{state.serve_url}/health")
+    model = health.get("model_version") if isinstance(health, dict) else None
+    healthy = status["status"] == "RUNNING" and isinstance(health, dict) and health.get("status") == "healthy"
+    replica_text = ", ".join(f"{n} {s.lower()}" for s, n in sorted(replicas.items())) or "no replicas"
+    return Check("serve", healthy, f"{status['status']} at {state.serve_url}: {replica_text}; "
+                                   f"model {model or 'none loaded'}"
+                  + (f"; /health says {health.get('status')}" if isinstance(health, dict) else "; /health fails"))
+
+
+def check_model(settings: Settings) -> Check:
+    from cluster.initial_model import production_version
+
+    try:
+        version = production_version(settings)
+    except Exception as err:
+        return Check("model", False, f"cannot read the registry {settings.train.registry_dir}: {err}")
+    if version is None:
+        return Check("model", False, f"no production model in {settings.train.registry_dir}")
+    return Check("model", True, f"{settings.train.model_name} production {version} ({settings.train.registry_dir})")
+
+
+def check_alerts(settings: Settings, state: StackState, window_s: float) -> Check:
+    try:
+        alerts = recent_alerts(state.bootstrap_servers or "", settings.kafka.alerts_topic, window_s)
+    except Exception as err:
+        return Check("alerts", None, f"cannot read {settings.kafka.alerts_topic}: {err}")
+    raised = [a for a in alerts if a.get("state") == "raised"]
+    by_kind: dict[str, int] = {}
+    for alert in raised:
+        key = f"{alert.get('kind')}/{alert.get('severity')}"
+        by_kind[key] = by_kind.get(key, 0) + 1
+    summary = ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())) or "none raised"
+    cleared = len(alerts) - len(raised)
+    return Check("alerts", True, f"last {window_s / 60:g} min: {summary}; {cleared} cleared")
+
+
+def recent_alerts(bootstrap: str, topic: str, window_s: float, max_records: int = 100_000) -> list[dict[str, Any]]:
+    """The alert messages of the last ``window_s`` seconds (decoded JSON), read with ``assign``, no group."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                             client_id="smoke-status", request_timeout_ms=10_000)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        since_ms = int((time.time() - window_s) * 1000)
+        starts = consumer.offsets_for_times({tp: since_ms for tp in tps})
+        for tp in tps:
+            start = starts.get(tp)
+            if start is None:
+                consumer.seek_to_end(tp)
+            else:
+                consumer.seek(tp, start.offset)
+        alerts: list[dict[str, Any]] = []
+        empty_polls = 0
+        # Never loop "until the end offset" (it under-reports on the embedded broker): stop when polls run dry.
+        while empty_polls < 2 and len(alerts) < max_records:
+            batch = consumer.poll(timeout_ms=500)
+            if not batch:
+                empty_polls += 1
+                continue
+            empty_polls = 0
+            for records in batch.values():
+                for record in records:
+                    if record.timestamp >= since_ms:
+                        try:
+                            alerts.append(json.loads(record.value))
+                        except (TypeError, ValueError):
+                            continue
+        return alerts
+    finally:
+        consumer.close()
+
+
+def check_simulator(state: StackState) -> Check:
+    if state.simulator_pid is None:
+        return _not_started("simulator", state)
+    if state.simulator_running():
+        return Check("simulator", True, f"pid {state.simulator_pid}, log {state.simulator_log}")
+    return Check("simulator", None, f"finished (pid {state.simulator_pid}); log {state.simulator_log}")
+
+
+def check_metrics(state: StackState) -> Check:
+    if not state.metrics_url:
+        return Check("metrics", None, "not exported by this stack (existing Ray cluster)")
+    try:
+        with urllib.request.urlopen(state.metrics_url, timeout=5) as response:
+            text = response.read().decode("utf-8", "replace")
+    except OSError as err:
+        return Check("metrics", False, f"{state.metrics_url} does not answer: {err}")
+    ours = {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines()
+            if line.startswith("ray_smoke_")}
+    return Check("metrics", True, f"{state.metrics_url}: {len(ours)} smoke metric series names")
+
+
+def _get_json(url: str) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _not_started(part: str, state: StackState) -> Check:
+    return Check(part, None, state.unavailable.get(part, "not started by `smoke up`"))
+
+
+def _unreachable(part: str, name: str | None) -> Check:
+    return Check(part, False if name else None, "Ray is down" if name else "not started by `smoke up`")
+
