@@ -219,16 +219,17 @@ def _default_zscore_signals() -> dict[str, ZScoreSignal]:
         # Smoke particles: log scale, floor 0.25 -> 6 x 0.25 = 1.5 log units, about 4.5x the baseline.
         "pm2_5_ugm3": ZScoreSignal(direction="up", log=True, std_floor=0.25, group="particles"),
         "nc0_5_per_cm3": ZScoreSignal(direction="up", log=True, std_floor=0.25, group="particles"),
-        # TVOC: log scale, floor 0.3 -> about 6x the baseline (room-to-room spread in the Kaggle data is wide).
-        "tvoc_ppb": ZScoreSignal(direction="up", log=True, std_floor=0.3, group="gas"),
+        # TVOC: log scale, same floor: about 4.5x the sensor's own baseline.
+        "tvoc_ppb": ZScoreSignal(direction="up", log=True, std_floor=0.25, group="gas"),
         # SGP30 raw H2 ticks fall as H2 rises (log-resistance); floor 10 ticks -> a 60-tick fall.
         "raw_h2_ticks": ZScoreSignal(direction="down", std_floor=10.0, group="gas"),
         # eCO2 is computed from H2 by the SGP30; floor 15 ppm -> +90 ppm.
         "eco2_ppm": ZScoreSignal(direction="up", std_floor=15.0, group="gas"),
         # Heat: floor 0.75 C -> 4.5 C above the sensor's own baseline.
         "temperature_c": ZScoreSignal(direction="up", std_floor=0.75, group="heat"),
-        # Humidity rising is the steam/cooking veto (fires dry the air); floor 1 %RH -> +6 %RH.
-        "humidity_pct": ZScoreSignal(direction="up", std_floor=1.0, group="humidity"),
+        # Humidity rising is the steam/cooking veto (fires dry the air); floor 0.5 %RH -> +3 %RH, well above
+        # the SHT3x/BME280 noise (0.1-0.25 %RH) and what a fire does (it lowers humidity).
+        "humidity_pct": ZScoreSignal(direction="up", std_floor=0.5, group="humidity"),
     }
 
 
@@ -242,7 +243,8 @@ class ThresholdSettings(Section):
 
 
 class ZScoreSettings(Section):
-    alpha: float = Field(0.01, gt=0, lt=1, description="EWMA weight of a normal reading (~100-reading memory)")
+    alpha: float = Field(0.002, gt=0, lt=1, description="EWMA weight of a normal reading (~500-reading memory: "
+                                                     "slower than a smouldering fire's rise, faster than drift)")
     anomalous_alpha_share: float = Field(
         0.05, ge=0, le=1, description="anomalous readings are learnt at alpha x this, so an incident does "
                                       "not become the baseline but a lasting shift eventually does")
@@ -261,7 +263,8 @@ class RateOfRiseSettings(Section):
         8.3, gt=0, description="UL 521 / NFPA 72 rate-of-rise heat detectors: 15 F (8.3 C) per minute")
     nc0_5_per_cm3_per_s: float = Field(
         10.0, gt=0, description="particle growth; quiet SPS30 noise is below 1 #/cm3/s, cooking below 2")
-    smoothing_alpha: float = Field(0.3, gt=0, le=1, description="EWMA of the per-reading rates (noise)")
+    smoothing_alpha: float = Field(0.1, gt=0, le=1, description="EWMA of the per-reading rates: about 10 "
+                                                                 "readings, as a heat detector's thermal lag")
 
 
 class StuckSettings(Section):
@@ -291,8 +294,8 @@ class FusionSettings(Section):
                                                            "this share of each threshold (hysteresis)")
     min_channels: int = Field(2, ge=1, le=4, description="independent evidence channels (particles, gas, "
                                                          "heat, model) that make a reading a fire")
-    steam_veto: bool = Field(True, description="rising humidity discounts the particle channel "
-                                               "(cooking/steam, UL 217 8th ed. nuisance practice)")
+    steam_veto: bool = Field(True, description="while humidity rises, particles do not count and one more "
+                                               "channel is needed (cooking/steam, UL 217 8th ed. nuisance tests)")
 
     @model_validator(mode="after")
     def _k_of_n(self) -> FusionSettings:

@@ -74,7 +74,9 @@ def fire_evidence(scores: list[Scores], raised: np.ndarray, settings: FusionSett
     channels = sum((hit.get(g, none) for g in FIRE_CHANNELS), start=np.zeros(n, dtype=np.int64))
     channels = channels - vetoed
     critical = hit.get(CRITICAL, none)
-    anomalous = critical | (channels >= settings.min_channels)
+    # Steam: rising humidity with particles; the gas and heat channels must then both speak.
+    needed = settings.min_channels + (hit.get(STEAM, none) if settings.steam_veto else none)
+    anomalous = critical | (channels >= needed)
     return FireEvidence(anomalous, channels, critical, vetoed, strength)
 
 

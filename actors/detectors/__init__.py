@@ -1,0 +1,1 @@
+"""Detectors of the detection engine, one idea per module, all behind :class:`actors.detectors.base.Detector`."""
