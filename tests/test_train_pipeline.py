@@ -108,3 +108,27 @@ def test_quick_run_compares_with_production_and_cli_moves_alias(kaggle_csv, trai
     capsys.readouterr()
     assert smoke(["models", "show"]) == 0
     assert json.loads(capsys.readouterr().out)["version"] == production
+
+
+def test_sweep_that_cannot_fit_the_cluster_is_refused_up_front(ray_cluster, kaggle_csv, train_settings) -> None:
+    """An oversubscribed trainer would hang forever (WorkerGroupStartupTimeoutError): refuse it instead."""
+    from train.distributed import ResourcesError
+
+    too_many = train_settings.model_copy(update={"train": train_settings.train.model_copy(update={
+        "num_workers": 3, "max_concurrent_trials": 2})})
+    started = time.monotonic()
+    with pytest.raises(ResourcesError, match="needs 6 CPUs but the Ray cluster has 4"):
+        train_and_register(too_many, kaggle_csv, quick=False, trials=TRIALS[:1], engine="local")
+    assert time.monotonic() - started < 5  # refused before reading the data
+
+
+def test_python_m_train_quick_and_one_line_failure(kaggle_csv, tmp_path, monkeypatch, capsys, caplog) -> None:
+    from train.__main__ import main
+
+    monkeypatch.setenv("SMOKE_TRAIN__REGISTRY_DIR", str(tmp_path / "registry"))
+    assert main(["--quick", "--source", str(kaggle_csv)]) == 0
+    assert capsys.readouterr().out.strip() == "v0001"
+    caplog.clear()
+    assert main(["--quick", "--source", str(tmp_path / "missing.csv")]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "missing.csv does not exist" in errors[0]

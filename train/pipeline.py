@@ -39,7 +39,7 @@ from train.features import FEATURE_NAMES, FEATURE_VERSION, POINT_FEATURES
 from train.models import DEFAULT_LIGHTGBM, feature_importance, fit_in_process, model_type, predict_proba
 from train.registry import ModelRegistry, PromotionRefused, RegistryError
 from train.report import write_plots, write_report
-from train.sweep import default_trials, run_sweep
+from train.sweep import check_sweep_fits, default_trials, run_sweep
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ def train_and_register(
     feature_names = list(FEATURE_SETS[feature_set])
     engine = engine or ("local" if quick else "ray")
     started = time.monotonic()
+    if not quick:
+        check_sweep_fits(cfg.num_workers, cfg.max_concurrent_trials)  # before reading data: fail fast
 
     readings = load_source(source)
     readings, rejected = validate_frame(readings)

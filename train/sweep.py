@@ -134,6 +134,12 @@ def _progress_callback(total: int):
     return Progress()
 
 
+def check_sweep_fits(num_workers: int, max_concurrent_trials: int) -> None:
+    """Refuse a sweep whose concurrent trainers cannot all place their workers (they would hang)."""
+    check_fits(max_concurrent_trials * max(num_workers, 1),
+               f"{max_concurrent_trials} concurrent trials with {num_workers} Train workers each")
+
+
 def run_sweep(
     split: TimeSplit,
     feature_names: list[str],
@@ -150,8 +156,7 @@ def run_sweep(
         check_config(trial)
     if not trials:
         raise ValueError("a sweep needs at least one trial config")
-    check_fits(max_concurrent_trials * max(num_workers, 1),
-               f"{max_concurrent_trials} concurrent trials with {num_workers} Train workers each")
+    check_sweep_fits(num_workers, max_concurrent_trials)
     storage_path = str(Path(storage_path).resolve())
     started = time.monotonic()
     trainable = tune.with_resources(
@@ -186,4 +191,5 @@ def run_sweep(
     return SweepResult(best, model, outcomes, time.monotonic() - started)
 
 
-__all__ = ["METRIC", "ResourcesError", "SweepResult", "TrialOutcome", "default_trials", "run_sweep"]
+__all__ = ["METRIC", "ResourcesError", "SweepResult", "TrialOutcome", "check_sweep_fits", "default_trials",
+           "run_sweep"]
