@@ -50,6 +50,7 @@ from actors.detectors.base import Detector, ReadingBatch, Scores, steps
 from actors.detectors.fusion import CRITICAL as CRITICAL_GROUP
 from actors.detectors.fusion import FIRE_CHANNELS, FireEvidence, HysteresisFusion, fire_evidence
 from actors.detectors.model_probability import ModelProbability
+from actors.detectors.particle_size import ParticleSize
 from actors.detectors.rate_of_rise import RateOfRise
 from actors.detectors.silent import SilentSensor
 from actors.detectors.stuck import StuckSignal
@@ -82,11 +83,13 @@ class DetectionEngine:
         self.thresholds = ThresholdTiers(settings.thresholds, capacity)
         self.zscore = EwmaZScore(settings.zscore, capacity)
         self.rate_of_rise = RateOfRise(settings.rate_of_rise, capacity)
+        self.particle_size = ParticleSize(settings.particle_size, capacity)
         self.stuck = StuckSignal(settings.stuck, capacity)
         self.silent = SilentSensor(settings.silent, capacity)
         self.model = ModelProbability(model, capacity)
         self.detectors: tuple[Detector, ...] = (
-            self.thresholds, self.zscore, self.rate_of_rise, self.stuck, self.silent, self.model)
+            self.thresholds, self.particle_size, self.zscore, self.rate_of_rise, self.stuck, self.silent,
+            self.model)
         # Stuck and silent need no k-of-n: their evidence is already a run of readings / of seconds.
         self.fusions: dict[str, HysteresisFusion] = {
             FIRE: HysteresisFusion.from_settings(settings.fusion, capacity),
@@ -112,13 +115,14 @@ class DetectionEngine:
         batch = ReadingBatch(self._slots_for(sensor_ids), timestamps, values, features, arrival_times)
         thresholds = self.thresholds.score_batch(batch)
         model = self.model.score_batch(batch)
+        particle_size = self.particle_size.score_batch(batch)
         alerts: list[AlertEvent] = []
         for rows in steps(batch.slots):
             step = batch.take(rows)
             zscore = self.zscore.score_batch(step)
             rate = self.rate_of_rise.score_batch(step)
             stuck = self.stuck.score_batch(step)
-            fire_scores = [thresholds.take(rows), model.take(rows), zscore, rate]
+            fire_scores = [thresholds.take(rows), model.take(rows), zscore, rate, particle_size.take(rows)]
             self._fuse_fire(step, fire_scores, alerts)
             self._fuse_stuck(step, stuck, alerts)
             self._clear_silent(step, alerts)
@@ -171,7 +175,8 @@ class DetectionEngine:
     def _fire_evidence(self, scores: list[Scores], evidence: FireEvidence, row: int, slot: int) -> dict[str, Any]:
         fired: dict[str, dict[str, Any]] = {}
         channels: set[str] = set()
-        for detector, s in zip(("thresholds", "model", "zscore", "rate_of_rise"), scores, strict=True):
+        for detector, s in zip(("thresholds", "model", "zscore", "rate_of_rise", "particle_size"), scores,
+                               strict=True):
             for j, name in enumerate(s.names):
                 if s.ratio[row, j] >= 1.0:
                     fired.setdefault(detector, {})[name] = {
@@ -181,7 +186,7 @@ class DetectionEngine:
         return {
             "detectors": fired,
             "channels": sorted(channels & {*FIRE_CHANNELS, CRITICAL_GROUP}),
-            "steam_veto": bool(evidence.vetoed[row]),
+            "particles_vetoed": bool(evidence.vetoed[row]),
             "rule": f"{fusion.k} of {fusion.n} readings anomalous",
             "anomalous_readings": int(np.bitwise_count(fusion.state["bits"][slot])),
             "incident_start": float(fusion.state["incident_start"][slot]),

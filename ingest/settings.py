@@ -281,6 +281,14 @@ class StuckSettings(Section):
         return list(_known_measurements(dict.fromkeys(signals)))
 
 
+class ParticleSizeSettings(Section):
+    coarse_pm2_5_pm1_0_ratio: float = Field(
+        2.2, gt=1, description="PM2.5/PM1.0 at or above this is coarse (steam, cooking, dust), not smoke: "
+                               "combustion aerosol is sub-micron (ratio near 1; 1.25 in the simulator's smoke), "
+                               "water droplets are > 1 um (ratio near 3)")
+    min_pm1_0_ugm3: float = Field(5.0, gt=0, description="below this PM1.0 (clean air) the ratio is noise")
+
+
 class SilentSettings(Section):
     after_s: float = Field(120.0, gt=0, description="wall-clock silence that raises sensor_silent; within "
                                                     "NFPA 72's 200 s limit for reporting a lost wireless device")
@@ -310,6 +318,7 @@ class DetectionSettings(Section):
     thresholds: ThresholdSettings = ThresholdSettings()
     zscore: ZScoreSettings = ZScoreSettings()
     rate_of_rise: RateOfRiseSettings = RateOfRiseSettings()
+    particle_size: ParticleSizeSettings = ParticleSizeSettings()
     stuck: StuckSettings = StuckSettings()
     silent: SilentSettings = SilentSettings()
     fusion: FusionSettings = FusionSettings()

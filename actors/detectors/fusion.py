@@ -12,7 +12,9 @@ Two steps:
    ``humidity`` channel), particles do not count at all (``steam_veto``) —
    fires dry the air. Once a sensor is raised, every threshold is relaxed to
    ``hold_ratio`` of itself, so an incident that flickers around a threshold
-   does not clear and re-raise.
+   does not clear and re-raise. Coarse particles (``coarse``, from
+   :mod:`~actors.detectors.particle_size`) are steam or cooking, not smoke:
+   they do not count as the particle channel either. Vetoes are never relaxed.
 2. :class:`HysteresisFusion` keeps, per sensor, the last ``n`` anomalous flags
    as bits: it raises after ``k`` of the last ``n`` readings are anomalous and
    clears after ``m`` consecutive normal readings. An incident is identified by
@@ -42,6 +44,8 @@ from ingest.settings import FusionSettings
 FIRE_CHANNELS: tuple[str, ...] = ("particles", "gas", "heat", "model")
 CRITICAL = "critical"
 STEAM = "humidity"
+COARSE = "coarse"
+VETOES = frozenset({STEAM, COARSE})
 
 
 @dataclass
@@ -65,17 +69,20 @@ def fire_evidence(scores: list[Scores], raised: np.ndarray, settings: FusionSett
         ratio = np.nan_to_num(s.ratio, nan=0.0)
         fired = ratio >= level
         for j, group in enumerate(s.groups):
-            hit[group] = hit.get(group, np.zeros(n, dtype=bool)) | fired[:, j]
+            # Vetoes are never relaxed: relaxing them would veto more while an incident is raised.
+            column = ratio[:, j] >= 1.0 if group in VETOES else fired[:, j]
+            hit[group] = hit.get(group, np.zeros(n, dtype=bool)) | column
             if group in FIRE_CHANNELS or group == CRITICAL:
                 strength = np.maximum(strength, ratio[:, j])
     none = np.zeros(n, dtype=bool)
     particles = hit.get("particles", none)
-    vetoed = particles & hit.get(STEAM, none) if settings.steam_veto else none
+    steam = hit.get(STEAM, none) if settings.steam_veto else none
+    vetoed = particles & (steam | hit.get(COARSE, none))
     channels = sum((hit.get(g, none) for g in FIRE_CHANNELS), start=np.zeros(n, dtype=np.int64))
     channels = channels - vetoed
     critical = hit.get(CRITICAL, none)
     # Steam: rising humidity with particles; the gas and heat channels must then both speak.
-    needed = settings.min_channels + (hit.get(STEAM, none) if settings.steam_veto else none)
+    needed = settings.min_channels + steam
     anomalous = critical | (channels >= needed)
     return FireEvidence(anomalous, channels, critical, vetoed, strength)
 
