@@ -155,6 +155,10 @@ class RaySettings(Section):
                                      description="Prometheus endpoint of the head node (Ray and smoke_* metrics)")
     client_server_port: int = Field(10001, ge=1, le=65535, description="Ray Client port (ray://host:port)")
     dashboard_agent_port: int = Field(52365, ge=1, le=65535, description="HTTP port of the head's dashboard agent")
+    haproxy_metrics_port: int = Field(9101, ge=1, le=65535,
+                                      description="Prometheus port of Serve's HAProxy ingress (all interfaces)")
+    haproxy_stats_port: int = Field(8404, ge=1, le=65535,
+                                    description="stats page port of Serve's HAProxy ingress (all interfaces)")
     num_cpus: int | None = Field(
         4, ge=1, description="logical CPUs the head offers; more than the cores is fine because the stream "
                              "workers and Serve replicas mostly wait on I/O; empty: the number of cores")
