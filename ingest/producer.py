@@ -78,7 +78,8 @@ class ReadingProducer:
         self.config = config
         self.report = ProduceReport(topic)
         self._retry: deque[tuple[float, bytes, bytes, int]] = deque()
-        self._in_flight = 0
+        self._sent = 0  # sends handed to kafka-python; each ends delivered or in _failed
+        self._errors = 0
         self._lock = threading.Lock()
         self._bootstrap_servers = bootstrap_servers
         self._client_id = client_id
@@ -103,32 +104,34 @@ class ReadingProducer:
 
     def send(self, keys: list[bytes], values: list[bytes]) -> None:
         """Queue readings for sending (``keys[k]`` is the sensor id of ``values[k]``)."""
+        send, topic, failed = self._producer.send, self.topic, self._failed
         for key, value in zip(keys, values, strict=True):
-            self._send(key, value, 1)
+            try:
+                future = send(topic, key=key, value=value)
+            except KafkaTimeoutError as err:  # the buffer stayed full or metadata never came
+                self._give_up_or_retry(err, key, value, 1)
+                continue
+            # Only failures get a callback: one per message is the hot path's main cost, and
+            # after a flush every send not reported failed was delivered.
+            future.add_errback(failed, key, value, 1)
+            self._sent += 1
         if self._retry:
             self._resend_due()
 
     def _send(self, key: bytes, value: bytes, attempt: int) -> None:
         try:
             future = self._producer.send(self.topic, key=key, value=value)
-        except KafkaTimeoutError as err:  # the buffer stayed full or metadata never came
+        except KafkaTimeoutError as err:
             self._give_up_or_retry(err, key, value, attempt)
             return
-        with self._lock:
-            self._in_flight += 1
-        future.add_callback(self._delivered)
         future.add_errback(self._failed, key, value, attempt)
-
-    def _delivered(self, _metadata) -> None:
-        with self._lock:
-            self._in_flight -= 1
-            self.report.delivered += 1
+        self._sent += 1
 
     def _failed(self, key: bytes, value: bytes, attempt: int, err: Exception) -> None:
         # Called from kafka-python's I/O thread (with the error after our arguments): only record;
         # the sending thread resends.
         with self._lock:
-            self._in_flight -= 1
+            self._errors += 1
         self._give_up_or_retry(err, key, value, attempt)
 
     def _give_up_or_retry(self, err: Exception, key: bytes, value: bytes, attempt: int) -> None:
@@ -160,18 +163,27 @@ class ReadingProducer:
             self._send(key, value, attempt)
 
     def flush(self, timeout_s: float = 120.0) -> None:
-        """Wait until every reading is delivered or has failed every attempt."""
+        """Wait until every reading is delivered or has failed every attempt.
+
+        kafka-python's flush returns once every queued batch completed, and a batch
+        runs its failure callbacks before it completes, so afterwards every send is
+        either delivered or back in the resend queue.
+        """
         deadline = time.monotonic() + timeout_s
         while True:
-            self._producer.flush(timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                self._producer.flush(timeout=max(0.1, deadline - time.monotonic()))
+            except KafkaTimeoutError:
+                raise DeliveryError(f"readings still undelivered after {timeout_s:.0f} s "
+                                    f"({self.report.last_error})") from None
+            with self._lock:
+                self.report.delivered = self._sent - self._errors
             if not self._retry:
-                with self._lock:
-                    if self._in_flight <= 0:
-                        return
+                return
             if time.monotonic() > deadline:
-                raise DeliveryError(f"{len(self._retry) + self._in_flight} readings still undelivered after "
-                                    f"{timeout_s:.0f} s ({self.report.last_error})")
-            time.sleep(0.02)
+                raise DeliveryError(f"{len(self._retry)} readings still undelivered after {timeout_s:.0f} s "
+                                    f"({self.report.last_error})")
+            time.sleep(min(0.05, self.config.retry_backoff_ms / 1000.0))
             self._resend_due()
 
     def close(self) -> None:

@@ -55,6 +55,8 @@ from ingest.schema import MEASUREMENTS, SENSOR_ID, TIMESTAMP
 from ingest.settings import SimulatorSettings
 
 STUCK = "stuck_sensor"
+# Readings are made in steps of this many (or N, if fewer): the unit of random draws.
+STEP = 500
 # Drift: a random walk per sensor, pulled back toward the baseline over hours.
 _DRIFT_SIGMA_PER_SQRT_S = {"temperature_c": 0.004, "humidity_pct": 0.01, "pressure_hpa": 0.002}
 _DRIFT_COLUMNS = np.array([LATENT.index(c) for c in _DRIFT_SIGMA_PER_SQRT_S])
@@ -127,6 +129,17 @@ class SimBatch:
     def __len__(self) -> int:
         return len(self.sensor_ids)
 
+    def slice(self, start: int, stop: int) -> SimBatch:
+        return SimBatch(self.sensor_ids[start:stop], self.timestamps[start:stop], self.values[start:stop])
+
+    @staticmethod
+    def concat(batches: list[SimBatch]) -> SimBatch:
+        if len(batches) == 1:
+            return batches[0]
+        return SimBatch([s for b in batches for s in b.sensor_ids],
+                        np.concatenate([b.timestamps for b in batches]) if batches else np.zeros(0),
+                        np.vstack([b.values for b in batches]) if batches else np.zeros((0, len(MEASUREMENTS))))
+
     def keys(self) -> list[bytes]:
         return [s.encode() for s in self.sensor_ids]
 
@@ -182,15 +195,26 @@ class FleetSimulator:
     def batches(self, batch_size: int = 1_000, duration_s: float | None = None) -> Iterator[SimBatch]:
         """Readings in event-time order, as fast as they can be made, until ``duration_s`` simulated seconds.
 
-        Batches hold at most one reading per sensor (at most N readings), so
-        per-sensor state advances exactly once per reading. Without a duration
-        this never ends.
+        Readings are made in fixed steps of ``min(N, STEP)``, whatever ``batch_size``,
+        so a seed gives the same readings for any batch size; batches hold at most
+        ``min(batch_size, N)`` readings, so no sensor appears twice in one. Without a
+        duration this never ends.
         """
         size = max(1, min(batch_size, self.config.sensors))
+        step = min(self.config.sensors, STEP)
         total = math.inf if duration_s is None else math.ceil(duration_s * self.config.rate)
         while self.sequence < total:
-            count = int(min(size, total - self.sequence))
-            batch = self._next_batch(count)
+            if size < step:
+                chunk = self._next_batch(int(min(step, total - self.sequence)))
+                for first in range(0, len(chunk), size):
+                    yield chunk.slice(first, first + size)
+                continue
+            chunks = []
+            for _ in range(size // step):
+                if self.sequence >= total:
+                    break
+                chunks.append(self._next_batch(int(min(step, total - self.sequence))))
+            batch = SimBatch.concat(chunks)
             if len(batch):
                 yield batch
 

@@ -67,6 +67,19 @@ def test_ten_thousand_sensors_in_one_batch():
     assert not validate_messages(batch.messages()).rejected
 
 
+def test_the_readings_of_a_seed_do_not_depend_on_the_batch_size():
+    config = SimulatorSettings(sensors=1_200, rate=600, seed=3, dropout_probability=0.05,
+                               incidents_per_sensor_hour=30)
+    runs = []
+    for batch_size in (7, 500, 1_100, 5_000):
+        sim = FleetSimulator(config, start_time=START)
+        batches = list(sim.batches(batch_size=batch_size, duration_s=9))
+        assert max(len(b) for b in batches) <= min(batch_size, 1_200)
+        assert all(len(set(b.sensor_ids)) == len(b) for b in batches)
+        runs.append(([m for b in batches for m in b.messages()], sim.incidents))
+    assert all(run == runs[0] for run in runs[1:])
+
+
 def test_dropouts_leave_gaps_and_are_counted():
     config = SimulatorSettings(sensors=50, rate=50, seed=3, dropout_probability=0.2)
     sim, _, frame = _run(config, 200)
