@@ -27,6 +27,7 @@ Command (the figures in docs/detection.md come from it)::
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import time
 from collections import defaultdict
@@ -194,7 +195,16 @@ def evaluate(simulator: SimulatorSettings, detection: DetectionSettings, duratio
     stuck_sensors: set[str] = set()
     watched = set(detection.stuck.signals)
     examples: list[dict[str, Any]] = []
-    for incident in sim.incidents:
+    # An incident's window ends at its end plus grace_s, or when the sensor's next incident starts.
+    next_start: dict[int, float] = {}
+    by_sensor: dict[str, list[int]] = defaultdict(list)
+    for k, incident in enumerate(sim.incidents):
+        if incident.kind != STUCK_INCIDENT:
+            by_sensor[incident.sensor_id].append(k)
+    for ks in by_sensor.values():
+        for k, later in itertools.pairwise(ks):
+            next_start[k] = sim.incidents[later].start
+    for k, incident in enumerate(sim.incidents):
         if incident.kind == STUCK_INCIDENT:
             stuck_sensors.add(incident.sensor_id)
             if incident.detail not in watched:
@@ -203,14 +213,15 @@ def evaluate(simulator: SimulatorSettings, detection: DetectionSettings, duratio
             _score(stuck, incident, raised[(incident.sensor_id, STUCK)], end_time, math.inf)
             continue
         end = min(float(incident.end if incident.end is not None else end_time), end_time)
-        windows[incident.sensor_id].append((incident.start, end + grace_s))
+        window_end = min(end + grace_s, next_start.get(k, math.inf))
+        windows[incident.sensor_id].append((incident.start, window_end))
         incident_hours += max(0.0, end - incident.start) / 3600.0
         if incident.is_fire:
-            _score(kinds[incident.kind], incident, raised[(incident.sensor_id, FIRE)], end_time, grace_s)
+            _score(kinds[incident.kind], incident, raised[(incident.sensor_id, FIRE)], end_time, window_end)
         else:
             nuisance_count += 1
             nuisance_hours += max(0.0, end - incident.start) / 3600.0
-            hits = _within(raised[(incident.sensor_id, FIRE)], incident.start, end + grace_s)
+            hits = _within(raised[(incident.sensor_id, FIRE)], incident.start, window_end)
             nuisance_false += len(hits)
             examples += [{"sensor_id": incident.sensor_id, "kind": incident.kind, "event_time": t,
                           "incident_start": incident.start} for t in hits]
@@ -238,12 +249,11 @@ def _within(times: list[float], lo: float, hi: float) -> list[float]:
 
 
 def _score(quality: KindQuality, incident: Incident, raised_times: list[float], end_time: float,
-           grace_s: float) -> None:
-    end = math.inf if incident.end is None else incident.end
-    if end > end_time and incident.end is not None:
+           window_end: float) -> None:
+    if incident.end is not None and incident.end > end_time:
         quality.censored += 1
         return
-    hits = _within(raised_times, incident.start, end + grace_s)
+    hits = _within(raised_times, incident.start, window_end)
     quality.incidents += 1
     quality.alerts += len(hits)
     if hits:

@@ -12,8 +12,10 @@ be "20 sigma". ``threshold x std_floor`` is therefore the smallest excess that
 can fire, in the signal's units (log units for particles and TVOC).
 
 Readings that fire (or come close: half the threshold) are learnt at a much
-smaller weight, so an incident does not become its own baseline, while a lasting
-change of the environment is still absorbed eventually.
+smaller weight, and every deviation is clipped to three standard deviations
+before it is learnt (a Huber-style robust EWMA), so an incident neither becomes
+its own baseline nor inflates the variance that the next incident is judged
+by, while a lasting change of the environment is still absorbed eventually.
 
 >>> import numpy as np
 >>> from ingest.schema import MEASUREMENTS
@@ -39,6 +41,8 @@ from ingest.settings import ZScoreSettings
 
 # Rows whose ratio reaches this share of the threshold are learnt at the reduced weight.
 _GUARD_RATIO = 0.5
+# Deviations beyond this many standard deviations are learnt as if they were this large.
+_CLIP_Z = 3.0
 
 
 class EwmaZScore(Detector):
@@ -91,6 +95,11 @@ class EwmaZScore(Detector):
         alpha = np.where(count <= self.settings.warmup_readings, np.maximum(alpha, 1.0 / count), alpha)[:, None]
         first = np.isnan(mean)
         diff = np.where(first, 0.0, x - mean)
+        # Huber-style clipping after warm-up: one extreme reading (or a whole incident) moves the baseline
+        # and inflates the variance by at most _CLIP_Z standard deviations' worth per reading.
+        limit = _CLIP_Z * np.maximum(np.sqrt(var), self.floor)
+        warm = (count > self.settings.warmup_readings)[:, None]
+        diff = np.where(warm, np.clip(diff, -limit, limit), diff)
         increment = alpha * diff
         self.state["mean"][slots] = np.where(first, x, mean + increment)
         self.state["var"][slots] = np.where(first, 0.0, (1.0 - alpha) * (var + diff * increment))
