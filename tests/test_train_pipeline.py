@@ -12,7 +12,7 @@ import pytest
 from cluster.cli import main as smoke
 from ingest.kaggle import write_kaggle_csv
 from ingest.settings import Settings, load_settings
-from train.features import POINT_FEATURES
+from train.features import FEATURE_NAMES, POINT_FEATURES
 from train.pipeline import train_and_register
 from train.registry import ModelRegistry
 from train.report import PLOTS
@@ -72,8 +72,10 @@ def test_sweep_with_two_workers_registers_model_with_report(ray_cluster, kaggle_
     for plot in PLOTS:
         assert loaded.artifact(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
         assert f"]({plot})" in report
-    drift = json.loads(loaded.artifact("drift_reference.json").read_text())
-    assert drift["feature_names"] == list(POINT_FEATURES)
+    drift = loaded.drift_reference()
+    assert drift.feature_names == list(POINT_FEATURES)
+    psi = drift.psi(loaded.select(np.full((50, len(FEATURE_NAMES)), 1.0)))
+    assert set(psi) == set(POINT_FEATURES) and all(v > 0.25 for v in psi.values())  # constant input: drifted
     proba = loaded.predict_proba(np.zeros((3, len(POINT_FEATURES))))
     assert proba.shape == (3,) and np.isfinite(proba).all()
     logging.getLogger(__name__).info("sweep of %d trials end to end: %.1f s", len(TRIALS), elapsed)

@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from train.drift import FILE_NAME as DRIFT_FILE
+from train.drift import DriftReference
 from train.features import FEATURE_NAMES, FEATURE_VERSION, check_feature_names
 from train.models import load_model, predict_proba, save_model
 
@@ -113,6 +115,10 @@ class LoadedModel:
         if x.ndim != 2 or x.shape[1] != len(FEATURE_NAMES):
             raise ValueError(f"expected shape (n, {len(FEATURE_NAMES)}) in FEATURE_NAMES order, got {x.shape}")
         return x[:, self._columns]
+
+    def drift_reference(self) -> DriftReference:
+        """The training-data feature distributions stored with this version (for PSI of recent data)."""
+        return DriftReference.load(self.artifact(DRIFT_FILE))
 
     def artifact(self, name: str) -> Path:
         """Path of an artifact stored with this version (report.md, plots, drift reference)."""
