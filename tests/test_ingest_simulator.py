@@ -108,7 +108,7 @@ def _window(frame, incident: Incident, start: float, end: float):
 
 def test_incidents_raise_their_signals_together_and_are_logged_as_they_start():
     log = io.BytesIO()
-    config = SimulatorSettings(sensors=60, rate=60, seed=7, incidents_per_sensor_hour=3, nuisance_share=0.3,
+    config = SimulatorSettings(sensors=40, rate=40, seed=7, incidents_per_sensor_hour=4, nuisance_share=0.3,
                                stuck_sensor_share=0.0, dropout_probability=0.0)
     sim = FleetSimulator(config, start_time=START, incident_log=log)
     batches = list(sim.batches(duration_s=3_600))
@@ -143,7 +143,7 @@ def test_incidents_raise_their_signals_together_and_are_logged_as_they_start():
 
 
 def test_flaming_fires_rise_faster_than_smouldering_ones():
-    config = SimulatorSettings(sensors=80, rate=80, seed=9, incidents_per_sensor_hour=2, nuisance_share=0.0,
+    config = SimulatorSettings(sensors=50, rate=50, seed=9, incidents_per_sensor_hour=3, nuisance_share=0.0,
                                stuck_sensor_share=0.0, dropout_probability=0.0)
     sim, _, frame = _run(config, 3_600)
     rise: dict[str, list[float]] = {IncidentKind.FLAMING: [], IncidentKind.SMOULDERING: []}
