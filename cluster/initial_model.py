@@ -60,14 +60,16 @@ def train_initial_model(settings: Settings, advance: Callable[[str], None]) -> t
     stage_log = logging.getLogger("train.pipeline")
     handler = _StageHandler(advance)
     stage_log.addHandler(handler)
-    previous_level = stage_log.level
+    previous = stage_log.level, stage_log.propagate
     if stage_log.getEffectiveLevel() > logging.INFO:
+        # Quiet mode: the stage lines feed the bar but are not printed.
         stage_log.setLevel(logging.INFO)
+        stage_log.propagate = False
     try:
         version = train_and_register(settings, source, quick=True, promote="auto")
     finally:
         stage_log.removeHandler(handler)
-        stage_log.setLevel(previous_level)
+        stage_log.level, stage_log.propagate = previous
     return version, label
 
 

@@ -40,7 +40,8 @@ from ingest.settings import RaySettings
 MAX_TEMP_DIR_CHARS = 48
 DEFAULT_TOKEN_PATH = Path.home() / ".ray" / "auth_token"
 # The ports of RaySettings that Ray binds on the head, by setting name.
-FIXED_PORTS = ("port", "dashboard_port", "metrics_export_port", "client_server_port", "dashboard_agent_port")
+FIXED_PORTS = ("port", "dashboard_port", "metrics_export_port", "client_server_port", "dashboard_agent_port",
+               "haproxy_metrics_port", "haproxy_stats_port")
 
 
 class RayStartError(RuntimeError):
@@ -108,7 +109,10 @@ def check_ports(cfg: RaySettings, node_ip: str) -> None:
         if port in seen:
             raise RayStartError(f"ray.{name} and ray.{seen[port]} are both {port}; give each its own port")
         seen[port] = name
-        hosts = (cfg.dashboard_host,) if name == "dashboard_port" else ("127.0.0.1", node_ip)
+        hosts = {"dashboard_port": (cfg.dashboard_host,),
+                 # HAProxy binds these on every interface.
+                 "haproxy_metrics_port": ("0.0.0.0",), "haproxy_stats_port": ("0.0.0.0",)
+                 }.get(name, ("127.0.0.1", node_ip))
         host = port_in_use(port, hosts)
         if host:
             raise RayStartError(f"port {port} (ray.{name}) is already in use on {host}: stop what listens there "
@@ -133,6 +137,17 @@ def head_command(cfg: RaySettings, temp_dir: Path) -> list[str]:
     return command
 
 
+def head_environment(cfg: RaySettings) -> dict[str, str]:
+    """Variables the head's processes need: token auth on, and the ports of Serve's HAProxy ingress.
+
+    HAProxy binds fixed ports (9101, 8404) on all interfaces by default, so a second Ray
+    with Serve on the same host would fail to start its ingress: ours come from the settings.
+    """
+    return {"RAY_AUTH_MODE": "token",
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(cfg.haproxy_metrics_port),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(cfg.haproxy_stats_port)}
+
+
 def start_head(cfg: RaySettings, run_dir: Path, env: dict[str, str] | None = None) -> RayHead:
     """Start the head and return once its GCS answers; on failure nothing of it is left running."""
     import ray.util as ray_util
@@ -149,7 +164,7 @@ def start_head(cfg: RaySettings, run_dir: Path, env: dict[str, str] | None = Non
     (temp_dir / "ray_current_cluster").unlink(missing_ok=True)
     log_path = run_dir / "logs" / "ray-start.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, **(env or {}), "RAY_AUTH_MODE": "token"}
+    full_env = {**os.environ, **(env or {}), **head_environment(cfg)}
     if token != "RAY_AUTH_TOKEN":
         full_env.setdefault("RAY_AUTH_TOKEN_PATH", token)
     with open(log_path, "wb") as log:

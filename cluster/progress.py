@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 
@@ -73,8 +74,9 @@ class Steps:
 
     def _print(self, outcome: StepOutcome) -> None:
         mark = {"done": "[green]✓[/]", "skipped": "[yellow]–[/]", "failed": "[red]✗[/]"}[outcome.status]
-        detail = f": {outcome.detail}" if outcome.detail else ""
-        self.console.print(f"{mark} {outcome.description}{detail} [dim]({outcome.seconds:.1f} s)[/]",
+        # Details quote other programs' messages, which may hold [brackets] that rich would read as markup.
+        detail = f": {escape(outcome.detail)}" if outcome.detail else ""
+        self.console.print(f"{mark} {escape(outcome.description)}{detail} [dim]({outcome.seconds:.1f} s)[/]",
                            highlight=False)
 
 

@@ -14,6 +14,7 @@ import sys
 from dataclasses import asdict
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cluster.stack_state import StackState, StateFileError, load_state, state_path
@@ -102,7 +103,7 @@ def print_started(state: StackState, settings) -> None:
     }
     for part, (where, notes) in rows.items():
         missing = state.unavailable.get(part)
-        table.add_row(part, where if not missing else "", f"[red]{missing}[/]" if missing else notes)
+        table.add_row(part, where if not missing else "", f"[red]{escape(missing)}[/]" if missing else escape(notes))
     console = Console()
     console.print(table)
     console.print(f"Ray token auth is on; clients read the token from {state.token_source}.", highlight=False)

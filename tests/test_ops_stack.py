@@ -1,0 +1,181 @@
+"""End to end: ``smoke up`` / ``status`` / ``down`` as subprocesses, with their own Ray, broker and ports.
+
+The stack runs in a scratch working directory (its own registry, checkpoints
+and lake) with a short run directory under /tmp (Ray's Unix socket paths must
+stay short), on free ports, and must leave no process behind. The shared
+pytest process never connects to this Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cluster.health import recent_alerts
+from cluster.processes import PROC, pid_alive, session_pids, stop_session
+from cluster.stack_state import StackState
+from ingest.broker import free_port, stop_pid
+from ingest.simulator import read_incident_log
+
+pytestmark = pytest.mark.integration
+
+PORT_SETTINGS = ("RAY__PORT", "RAY__DASHBOARD_PORT", "RAY__METRICS_EXPORT_PORT", "RAY__CLIENT_SERVER_PORT",
+                 "RAY__DASHBOARD_AGENT_PORT", "RAY__HAPROXY_METRICS_PORT", "RAY__HAPROXY_STATS_PORT", "SERVE__PORT")
+
+
+class Stack:
+    """Runs ``smoke`` commands in a scratch directory with an environment of free ports."""
+
+    def __init__(self, workdir: Path, run_dir: Path) -> None:
+        self.workdir, self.run_dir = workdir, run_dir
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("SMOKE_") and k not in ("KAFKA_BOOTSTRAP_SERVERS", "RAY_ADDRESS")}
+        env.update({f"SMOKE_{name}": str(free_port()) for name in PORT_SETTINGS})
+        env.update({
+            "SMOKE_RAY__RUN_DIR": str(run_dir),
+            # A small fleet with many incidents, so that alerts come within seconds.
+            "SMOKE_SIMULATOR__SENSORS": "20",
+            "SMOKE_SIMULATOR__RATE": "40",
+            "SMOKE_SIMULATOR__INCIDENTS_PER_SENSOR_HOUR": "60",
+            "COLUMNS": "200",
+        })
+        self.env = env
+
+    def smoke(self, *argv: str, timeout: float = 240.0) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cluster.cli", *argv], cwd=self.workdir, env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def state(self) -> StackState | None:
+        path = self.run_dir / "stack.json"
+        return StackState(**json.loads(path.read_text())) if path.exists() else None
+
+    def processes_mentioning_run_dir(self) -> list[str]:
+        found = []
+        needle = str(self.run_dir).encode()
+        for entry in PROC.iterdir():
+            if entry.name.isdigit():
+                try:
+                    if needle in (entry / "cmdline").read_bytes():
+                        found.append(entry.name)
+                except OSError:
+                    continue
+        return found
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    run_dir = Path(tempfile.mkdtemp(prefix="smk", dir="/tmp"))
+    running = Stack(tmp_path, run_dir)
+    try:
+        yield running
+    finally:
+        # Whatever the test did, leave nothing running: stop what the state file names, by session and pid.
+        state = running.state()
+        if state is not None:
+            for sid in (state.simulator_pid, state.ray_session_id):
+                if sid is not None and session_pids(sid):
+                    stop_session(sid)
+            if state.broker_pid is not None:
+                stop_pid(state.broker_pid)
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr, result.stderr
+    return lines[-1] if lines else ""
+
+
+def test_up_status_down_end_to_end(stack: Stack) -> None:
+    started = time.monotonic()
+    result = stack.smoke("up", "--simulate-seconds", "120", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = StackState(**json.loads(result.stdout))
+    assert state.unavailable == {}, state.unavailable
+    assert state.ray_session_id and session_pids(state.ray_session_id)
+    assert state.broker_pid and state.simulator_pid and state.model_version
+    # The progress display leaves one line per step.
+    for step in ("Ray", "Kafka", "model", "stream", "serve", "simulator"):
+        assert f"✓ {step}" in result.stderr
+    up_seconds = time.monotonic() - started
+
+    again = stack.smoke("up")
+    assert again.returncode == 1
+    assert "already running" in one_line_error(again)
+
+    # Alerts for the injected fires arrive on the alerts topic.
+    fires: set[str] = set()
+    alerted: set[str] = set()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not (fires & alerted):
+        time.sleep(3)
+        fires = {i.sensor_id for i in read_incident_log(state.incident_log) if i.is_fire}
+        alerted = {a["sensor_id"] for a in recent_alerts(state.bootstrap_servers, "smoke_alerts", 600)
+                   if a.get("state") == "raised"}
+    assert fires & alerted, f"no alert for the fire sensors {sorted(fires)}; alerts for {sorted(alerted)}"
+
+    # Serve predicts with the model `smoke up` trained.
+    reading = {"Temperature": 26.2, "Humidity": 47.8, "TVOC": 1224.0, "eCO2": 400.0, "Raw H2": 12948.0,
+               "Raw Ethanol": 19433.0, "Pressure": 938.82, "PM1.0": 1.9, "PM2.5": 1.98, "NC0.5": 13.1,
+               "NC1.0": 2.04, "NC2.5": 0.046}
+    answer = httpx.post(f"{state.serve_url}/predict", json=reading, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model_version"] == state.model_version
+    assert answer.json()["prediction"] in (0, 1)
+
+    # Our metrics are exported at the head's metrics port (Ray reports them every few seconds).
+    text = ""
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline and "ray_smoke_events_processed_total" not in text:
+        text = httpx.get(state.metrics_url, timeout=10).text
+        time.sleep(2)
+    assert "ray_smoke_events_processed_total" in text
+    assert "ray_smoke_alerts_total" in text
+
+    status = stack.smoke("status", "--json", timeout=120)
+    checks = {c["part"]: c for c in json.loads(status.stdout)}
+    assert status.returncode == 0, checks
+    for part in ("ray", "kafka", "stream", "serve", "model", "alerts", "metrics"):
+        assert checks[part]["healthy"] is True, checks[part]
+
+    # Every other command finds the stack without flags.
+    stream = stack.smoke("stream", "status", "--json", timeout=120)
+    assert stream.returncode == 0, stream.stderr[-2000:]
+    assert len(json.loads(stream.stdout)["workers"]) == 2
+
+    down = stack.smoke("down", timeout=180)
+    assert down.returncode == 0, down.stderr[-3000:]
+    assert not session_pids(state.ray_session_id)
+    assert not session_pids(state.simulator_pid)
+    assert not pid_alive(state.broker_pid)
+    assert stack.processes_mentioning_run_dir() == []
+    assert stack.state() is None
+    print(f"smoke up took {up_seconds:.0f} s; the whole run {time.monotonic() - started:.0f} s")
+
+    assert stack.smoke("down").stdout.startswith("smoke down: nothing to stop")
+
+
+def test_port_taken_is_one_clear_line_and_starts_nothing(stack: Stack) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        stack.env["SMOKE_RAY__DASHBOARD_PORT"] = str(port)
+        result = stack.smoke("up", timeout=120)
+    assert result.returncode == 1
+    line = one_line_error(result)
+    assert f"port {port} (ray.dashboard_port) is already in use" in line
+    assert "SMOKE_RAY__DASHBOARD_PORT" in line
+    assert stack.state() is None
+    assert stack.processes_mentioning_run_dir() == []
+
