@@ -72,13 +72,15 @@ def filesystem(root: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(root)
 
 
-def write_lake_file(root: str | os.PathLike, key: str, frame: pd.DataFrame) -> list[str]:
+def write_lake_file(root: str | os.PathLike, key: str, frame: pd.DataFrame | pa.Table) -> list[str]:
     """Write ``frame`` (with ``sensor_id`` and ``timestamp`` in epoch seconds) under its UTC dates.
 
     One file ``date=YYYY-MM-DD/<key>.parquet`` per date the rows fall on,
     written atomically; returns their paths. Rewriting a key replaces its files.
     """
     _check_key(key)
+    if isinstance(frame, pa.Table):
+        frame = frame.to_pandas()
     for column in (SENSOR_ID, TIMESTAMP):
         if column not in frame.columns:
             raise LakeError(f"lake rows need a {column!r} column (got {list(frame.columns)})")

@@ -35,6 +35,7 @@ import pandas as pd
 
 from ingest.kaggle import DEFAULT_SENSOR_ID, kaggle_label_problems, read_kaggle_csv
 from ingest.lake import write_lake_file, write_rejects
+from ingest.progress import RowProgress
 from ingest.schema import LABEL, MEASUREMENTS, SENSOR_ID, TIMESTAMP
 from ingest.simulator import fire_labels, read_incident_log
 from ingest.validation import Problem, ValidatedBatch, validate_messages, validate_records
@@ -103,7 +104,7 @@ def load_file(path: str | Path, lake_root: str | Path, *, sensor_id: str = DEFAU
     else:
         raise LoadError(f"{path}: unknown kind of file (expected a Kaggle .csv or a simulator .jsonl)")
     reasons: Counter[str] = Counter()
-    with _Progress(show_progress, f"loading {path.name}") as progress:
+    with RowProgress(show_progress, f"loading {path.name}") as progress:
         for n, (accepted, rejects) in enumerate(chunks):
             key = f"{report.key}-{n:05d}"
             report.files += write_lake_file(lake_root, key, accepted) if len(accepted) else []
@@ -168,28 +169,3 @@ def _rejects_frame(source: str, first: int, rejected: dict[int, list[Problem]], 
         "problems": [orjson.dumps([p.as_dict() for p in rejected[k]]).decode() for k in positions],
         "raw": [raws[k] for k in positions],
     })
-
-
-class _Progress:
-    """A rich progress line of rows loaded, or nothing."""
-
-    def __init__(self, show: bool, description: str) -> None:
-        self._progress = None
-        if show:
-            from rich.progress import Progress
-
-            self._progress = Progress()
-            self._task = self._progress.add_task(description, total=None)
-
-    def __enter__(self) -> _Progress:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def advance(self, rows: int) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task, rows)
-
-    def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.stop()

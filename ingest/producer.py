@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from ingest.broker import BrokerError, ensure_topics
+from ingest.progress import RowProgress
 from ingest.settings import Settings, SimulatorSettings
 from ingest.simulator import FleetSimulator, paced, replay_batches
 
@@ -51,7 +52,6 @@ class ProduceReport:
     dropped: int = 0  # simulated dropouts: readings the simulator chose not to send
     incidents: int = 0
     incident_log: Path | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -202,47 +202,29 @@ class ReadingProducer:
 def publish(producer: ReadingProducer, batches: Iterable[tuple[list[bytes], list[bytes]]], *,
             total: int | None = None, show_progress: bool = False, stop: threading.Event | None = None,
             description: str = "producing") -> ProduceReport:
-    """Send ``(keys, values)`` batches through ``producer`` until they end or ``stop`` is set; flush."""
+    """Send ``(keys, values)`` batches through ``producer`` until they end or ``stop`` is set; flush.
+
+    Ctrl-C stops like ``stop``: what was queued is still flushed and counted.
+    """
     started = time.monotonic()
-    queued = 0
-    progress = _progress(show_progress)
-    task = progress.add_task(description, total=total) if progress is not None else None
     try:
-        if progress is not None:
-            progress.start()
-        for keys, values in batches:
-            producer.send(keys, values)
-            queued += len(keys)
-            if progress is not None:
-                progress.update(task, completed=queued)
-            if stop is not None and stop.is_set():
-                break
-        producer.flush()
+        with RowProgress(show_progress, description, total) as progress:
+            try:
+                for keys, values in batches:
+                    producer.send(keys, values)
+                    progress.advance(len(keys))
+                    if stop is not None and stop.is_set():
+                        break
+            except KeyboardInterrupt:
+                log.info("interrupted: flushing %d queued readings", progress.count)
+            producer.flush()
     finally:
-        if progress is not None:
-            progress.update(task, completed=queued)
-            progress.stop()
         producer.report.elapsed_s = time.monotonic() - started
     report = producer.report
     if report.failed:
-        log.error("%d of %d readings could not be delivered to %s: %s", report.failed, queued, report.topic,
-                  report.last_error)
+        log.error("%d of %d readings could not be delivered to %s: %s", report.failed, progress.count,
+                  report.topic, report.last_error)
     return report
-
-
-def _progress(show: bool):
-    """A rich progress line with count, live rate and elapsed time (rich is imported only when drawn)."""
-    if not show:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
-    from rich.text import Text
-
-    class RateColumn(ProgressColumn):
-        def render(self, task) -> Text:
-            return Text("--- /s" if task.speed is None else f"{task.speed:,.0f}/s", style="cyan")
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                    TimeElapsedColumn())
 
 
 def simulate_to_kafka(settings: Settings, bootstrap_servers: str, duration_s: float | None = None, *,

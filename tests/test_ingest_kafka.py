@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -147,6 +152,30 @@ def test_cli_simulate_and_replay_against_a_given_broker(settings, broker, tmp_pa
     got = consume(broker.bootstrap_servers, settings.kafka, 300)
     assert 295 <= len(got) <= 300
     assert list((tmp_path / "sim").glob("incidents-*.jsonl"))
+
+
+def test_a_detached_simulator_stopped_with_sigterm_flushes_and_reports(settings, broker, tmp_path):
+    env = {**os.environ, "SMOKE_KAFKA__TOPIC": settings.kafka.topic,
+           "SMOKE_KAFKA__PARTITIONS": str(settings.kafka.partitions),
+           "SMOKE_SIMULATOR__DROPOUT_PROBABILITY": "0", "SMOKE_RAY__RUN_DIR": str(tmp_path / "run")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cluster.cli", "simulate", "--bootstrap-servers", broker.bootstrap_servers,
+         "--sensors", "50", "--rate", "200", "--time-scale", "1", "--incident-log", str(tmp_path / "i.jsonl")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not consume(broker.bootstrap_servers, settings.kafka, 1, timeout_s=1):
+            assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    sent = int(re.search(r"([\d,]+) readings to", out).group(1).replace(",", ""))
+    assert sent > 0
+    assert len(consume(broker.bootstrap_servers, settings.kafka, sent)) == sent
 
 
 def test_cli_load_reports_and_fails_clearly(tmp_path, capsys):

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ingest.settings import Settings
@@ -121,8 +126,6 @@ def resolve_bootstrap(settings: Settings, given: str | None, command: str) -> st
 
 
 def _alive(pid: int) -> bool:
-    import os
-
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError, OverflowError, ValueError):
@@ -173,6 +176,17 @@ def _broker_status(args: argparse.Namespace) -> int:
 
 # --- producing and loading -------------------------------------------------------------------
 
+@contextmanager
+def _stop_on_sigterm() -> Iterator[threading.Event]:
+    """An event set by SIGTERM (how `smoke down` stops a detached simulator), so the run flushes and reports."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from ingest.broker import BrokerError
     from ingest.producer import simulate_to_kafka
@@ -193,9 +207,10 @@ def _simulate(args: argparse.Namespace) -> int:
         return 0
     try:
         bootstrap = resolve_bootstrap(settings, args.bootstrap_servers, "simulate")
-        report = simulate_to_kafka(settings, bootstrap, args.duration, sensors=args.sensors, rate=args.rate,
-                                   time_scale=args.time_scale, fast=args.fast, incident_log=args.incident_log,
-                                   show_progress=True)
+        with _stop_on_sigterm() as stop:
+            report = simulate_to_kafka(settings, bootstrap, args.duration, sensors=args.sensors, rate=args.rate,
+                                       time_scale=args.time_scale, fast=args.fast, incident_log=args.incident_log,
+                                       show_progress=True, stop=stop)
     except BrokerError as err:
         print(f"smoke simulate: {err}", file=sys.stderr)
         return 1
@@ -210,8 +225,9 @@ def _replay(args: argparse.Namespace) -> int:
 
     try:
         bootstrap = resolve_bootstrap(args.settings, args.bootstrap_servers, "replay")
-        report = replay_csv_to_kafka(args.settings, bootstrap, args.file, speed=args.speed, fast=args.fast,
-                                     sensors=args.sensors, show_progress=True)
+        with _stop_on_sigterm() as stop:
+            report = replay_csv_to_kafka(args.settings, bootstrap, args.file, speed=args.speed, fast=args.fast,
+                                         sensors=args.sensors, show_progress=True, stop=stop)
     except (BrokerError, KaggleFormatError) as err:
         print(f"smoke replay: {err}", file=sys.stderr)
         return 1
