@@ -1,0 +1,64 @@
+"""The ``ray up`` configs in ``cluster/`` validate against the installed Ray's autoscaler schema.
+
+Both the file as written (``ray-schema.json``) and the config ``ray up`` would
+use after filling in the provider's defaults (``prepare_config`` then
+``validate_config``, the same calls ``ray up`` makes) are checked, and so is
+what our deployment relies on: the package is installed on every node, token
+auth is on, the dashboard stays on loopback and metrics are exported.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import ray.autoscaler
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+from ingest.settings import REPO_ROOT
+
+CONFIGS = sorted((REPO_ROOT / "cluster").glob("*.yaml"))
+SCHEMA = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+
+
+def test_there_is_an_onprem_and_a_cloud_config():
+    providers = {yaml.safe_load(p.read_text())["provider"]["type"] for p in CONFIGS}
+    assert {"local", "aws"} <= providers
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_validates_against_rays_schema(path: Path):
+    config = yaml.safe_load(path.read_text())
+    jsonschema.validate(config, SCHEMA)
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    assert prepared["head_node_type"] in prepared["available_node_types"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_installs_the_package_and_starts_ray_securely(path: Path):
+    config = yaml.safe_load(path.read_text())
+    setup = " ".join(config["setup_commands"])
+    assert "-e ~/smoke-detect" in setup and "--python 3.11" in setup
+    # The checkout is synced from the repository root, and the auth token with it.
+    assert config["file_mounts"]["~/smoke-detect"] == "."
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    head = " ".join(config["head_start_ray_commands"])
+    assert "ray start --head" in head and "RAY_AUTH_MODE=token" in head
+    assert "--dashboard-host=127.0.0.1" in head and "--dashboard-port=8265" in head
+    assert "--metrics-export-port=8080" in head and "--autoscaling-config=" in head
+    workers = " ".join(config["worker_start_ray_commands"])
+    assert "--address=$RAY_HEAD_IP:6379" in workers and "RAY_AUTH_MODE=token" in workers
+    assert "--metrics-export-port=8080" in workers
+
+
+def test_a_broken_config_is_rejected():
+    # The validation above must be able to fail: an unknown top-level key is a schema error.
+    config = yaml.safe_load(CONFIGS[0].read_text())
+    config["head_start_commands"] = ["typo"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(config, SCHEMA)
