@@ -54,7 +54,7 @@ _M = {name: j for j, name in enumerate(MEASUREMENTS)}
 
 # Particle number per unit of PM1.0 mass, for fine (smoke) and coarse (steam, dust) particles.
 # Ratios follow the Kaggle means: PM2.5 ~1.8x PM1.0 in smoke, NC0.5 ~4.9x, NC1.0 ~2x, NC2.5 ~0.8x.
-_FINE = np.array([1.0, 1.25, 6.5, 1.3, 0.05])
+_FINE = np.array([1.0, 1.25, 6.5, 1.3, 0.25])
 _COARSE = np.array([1.0, 3.0, 2.5, 2.6, 1.6])
 # Largest fall of the SGP30 raw signals below clean air (the Kaggle data's minimum is about this far down).
 _H2_SPAN, _ETHANOL_SPAN = 2_300.0, 4_400.0
@@ -89,15 +89,15 @@ class Signature:
 
 
 SIGNATURES: dict[IncidentKind, Signature] = {
-    IncidentKind.SMOULDERING: Signature(True, 2.0, -2.0, 1_500.0, 0.15, 0.25, 150.0, 50.0, 0.1,
+    IncidentKind.SMOULDERING: Signature(True, 2.0, -2.0, 1_500.0, 0.06, 0.12, 150.0, 50.0, 0.1,
                                         0.7, 2.0, 0.1, (300.0, 1_200.0), 2.0),
-    IncidentKind.FLAMING: Signature(True, 14.0, -8.0, 600.0, 0.15, 0.1, 400.0, 200.0, 0.2,
+    IncidentKind.FLAMING: Signature(True, 14.0, -8.0, 600.0, 0.06, 0.05, 400.0, 200.0, 0.2,
                                     0.15, 1.0, 0.2, (180.0, 600.0), 2.0),
-    IncidentKind.NUISANCE: Signature(False, 2.5, 18.0, 150.0, 0.02, 0.1, 30.0, 15.0, 0.9,
+    IncidentKind.NUISANCE: Signature(False, 2.5, 18.0, 150.0, 0.01, 0.06, 30.0, 15.0, 0.9,
                                      0.2, 1.0, 0.5, (120.0, 600.0), 0.8),
-    IncidentKind.CANDLE: Signature(True, 0.5, -0.5, 700.0, 0.08, 0.15, 60.0, 1.5, 0.1,
+    IncidentKind.CANDLE: Signature(True, 0.5, -0.5, 700.0, 0.03, 0.08, 60.0, 1.5, 0.1,
                                    0.05, 1.0, 0.05, (600.0, 1_800.0), 1.0),
-    IncidentKind.GAS: Signature(True, 7.0, -3.0, 500.0, 0.2, 0.06, 250.0, 2.0, 0.1,
+    IncidentKind.GAS: Signature(True, 7.0, -3.0, 500.0, 0.08, 0.03, 250.0, 2.0, 0.1,
                                 0.1, 1.0, 0.1, (300.0, 1_200.0), 1.2),
 }
 _KIND_ORDER: tuple[IncidentKind, ...] = tuple(IncidentKind)

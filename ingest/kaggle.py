@@ -201,7 +201,7 @@ def write_kaggle_csv(path: str | Path, rows: int = 5_000, seed: int = 0, bad_row
                      sessions: int | None = None) -> GeneratedCsv:
     """Write a realistic Kaggle-format CSV of ``rows`` readings, reproducible from ``seed``.
 
-    ``sessions`` recording sessions (default: about one per 400 rows, at least 12)
+    ``sessions`` recording sessions (default: about one per 250 rows, at least 12)
     in time order, one reading per second, with gaps between sessions. With
     ``bad_rows`` > 0 that many rows are spoiled, cycling through
     :data:`BAD_ROW_KINDS`; their positions and expected reasons are returned.
@@ -209,7 +209,7 @@ def write_kaggle_csv(path: str | Path, rows: int = 5_000, seed: int = 0, bad_row
     if rows < 1:
         raise ValueError("rows must be at least 1")
     rng = np.random.default_rng(seed)
-    n_sessions = sessions or max(12, rows // 400)
+    n_sessions = sessions or max(12, rows // 250)
     lengths = rng.uniform(0.5, 1.5, n_sessions)
     lengths = np.maximum(1, np.floor(lengths / lengths.sum() * rows)).astype(int)
     lengths[-1] += rows - lengths.sum()

@@ -62,6 +62,23 @@ def test_generated_data_looks_like_the_dataset(tmp_path):
     assert {s.kind for s in made.sessions if s.label == 1} <= {"wood_smouldering", "wood_flaming", "gas", "candle"}
 
 
+# Means and standard deviations of the real data (DESIGN.md, "Dataset facts").
+DATASET_MEAN_STD = {
+    "temperature_c": (15.97, 14.36), "humidity_pct": (48.54, 8.87), "tvoc_ppb": (1942, 7812),
+    "eco2_ppm": (670, 1906), "raw_h2_ticks": (12942, 272), "raw_ethanol_ticks": (19754, 610),
+    "pressure_hpa": (938.63, 1.33), "pm1_0_ugm3": (100.6, 922.5), "pm2_5_ugm3": (184.5, 1976),
+    "nc0_5_per_cm3": (491.5, 4266), "nc1_0_per_cm3": (203.6, 2215), "nc2_5_per_cm3": (80.0, 1083),
+}
+
+
+def test_a_full_size_file_matches_the_dataset_means_and_spreads(tmp_path):
+    write_kaggle_csv(tmp_path / "full.csv", rows=62_630, seed=0)
+    frame = read_kaggle_csv(tmp_path / "full.csv")
+    for name, (mean, std) in DATASET_MEAN_STD.items():
+        assert 0.5 < frame[name].mean() / mean < 2.0, (name, frame[name].mean())
+        assert 0.25 < frame[name].std() / std < 2.5, (name, frame[name].std())
+
+
 def test_fire_signals_rise_together(tmp_path):
     made = write_kaggle_csv(tmp_path / "s.csv", rows=20_000, seed=4)
     frame = read_kaggle_csv(tmp_path / "s.csv")
