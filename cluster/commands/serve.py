@@ -54,7 +54,8 @@ def _start(args: argparse.Namespace) -> int:
 
         # The Serve controller reads the ingress flags from its environment, inherited from here.
         os.environ.update({k: os.environ.get(k, v) for k, v in SERVE_ENV.items()})
-        ray.init(namespace=settings.ray.namespace, include_dashboard=False, log_to_driver=False)
+        # address="local": a Ray of our own, not whatever cluster `ray start` left on this host.
+        ray.init(address="local", namespace=settings.ray.namespace, include_dashboard=False, log_to_driver=False)
     try:
         url = deploy_app(settings, address, args.serve_config or SERVE_CONFIG)
     except Exception as err:
