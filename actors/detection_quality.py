@@ -22,6 +22,7 @@ the ground-truth incident log:
 Command (the figures in docs/detection.md come from it)::
 
     python -m actors.detection_quality --sensors 200 --minutes 60 --seed 42
+    python -m actors.detection_quality --state-bytes 10000
 """
 
 from __future__ import annotations
@@ -244,6 +245,24 @@ def evaluate(simulator: SimulatorSettings, detection: DetectionSettings, duratio
         alerts_total=len(alerts), wall_s=time.perf_counter() - began, false_alert_examples=examples[:20])
 
 
+def state_bytes_per_sensor(detection: DetectionSettings, sensors: int = 10_000) -> dict[str, float]:
+    """Memory of the engine's per-sensor state with ``sensors`` sensors: its own estimate and tracemalloc's."""
+    import tracemalloc
+
+    ids = [f"sensor-{i:06d}" for i in range(sensors)]
+    stamps = np.full(sensors, 1_700_000_000.0)
+    rng = np.random.default_rng(0)
+    values = np.abs(rng.normal(100.0, 10.0, (sensors, 12))) + 400.0
+    features = compute_features(FeatureState(capacity=sensors), ids, stamps, values)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    engine = DetectionEngine(detection, capacity=sensors)
+    engine.process(ids, stamps, values, features, stamps)
+    allocated = (tracemalloc.get_traced_memory()[0] - before) / sensors
+    tracemalloc.stop()
+    return {"sensors": sensors, "estimated_bytes": engine.nbytes_per_sensor(), "allocated_bytes": allocated}
+
+
 def _within(times: list[float], lo: float, hi: float) -> list[float]:
     return [t for t in times if lo <= t <= hi]
 
@@ -274,8 +293,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--incidents-per-sensor-hour", type=float, default=None)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--state-bytes", type=int, metavar="SENSORS",
+                        help="instead, measure the engine's state per sensor with this many sensors")
     args = parser.parse_args(argv)
     settings = load_settings()
+    if args.state_bytes:
+        measured = state_bytes_per_sensor(settings.detection, args.state_bytes)
+        print(f"{measured['sensors']:,} sensors: {measured['estimated_bytes']:.0f} B/sensor "
+              f"(nbytes_per_sensor), {measured['allocated_bytes']:.0f} B/sensor allocated (tracemalloc)")
+        return
     update: dict[str, Any] = {"sensors": args.sensors, "rate": float(args.sensors), "seed": args.seed}
     if args.incidents_per_sensor_hour is not None:
         update["incidents_per_sensor_hour"] = args.incidents_per_sensor_hour

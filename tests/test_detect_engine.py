@@ -262,18 +262,10 @@ def test_alert_message_is_json_with_rfc3339_and_epoch_times():
 
 
 def test_state_bytes_per_sensor_at_10000_sensors_match_what_is_allocated():
-    import tracemalloc
+    from actors.detection_quality import state_bytes_per_sensor
 
-    ids = [f"sensor-{i:05d}" for i in range(10_000)]
-    values = np.tile(BASE, (len(ids), 1))
-    features = compute_features(FeatureState(capacity=16_384), ids, np.full(len(ids), T0), values)
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    eng = DetectionEngine(DetectionSettings(), clock=lambda: 1.0, capacity=10_000)
-    eng.process(ids, np.full(len(ids), T0), values, features, np.full(len(ids), T0))
-    allocated = (tracemalloc.get_traced_memory()[0] - before) / len(ids)
-    tracemalloc.stop()
-    estimate = eng.nbytes_per_sensor()
-    print(f"detection state: {estimate:.0f} B/sensor estimated, {allocated:.0f} B/sensor allocated (10,000 sensors)")
-    assert 0.7 * allocated <= estimate <= 1.3 * allocated
-    assert estimate < 2_000
+    measured = state_bytes_per_sensor(DetectionSettings(), 10_000)
+    print(f"detection state at 10,000 sensors: {measured['estimated_bytes']:.0f} B/sensor estimated, "
+          f"{measured['allocated_bytes']:.0f} B/sensor allocated")
+    assert 0.7 * measured["allocated_bytes"] <= measured["estimated_bytes"] <= 1.3 * measured["allocated_bytes"]
+    assert measured["estimated_bytes"] < 2_000
