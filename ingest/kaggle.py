@@ -18,13 +18,15 @@ quiet indoor and outdoor air, cooking, and wood, gas and candle fires, in which
 the signals rise together; about 71% of rows are labelled 1, as in the real data.
 
 >>> import tempfile, pathlib
->>> path = pathlib.Path(tempfile.mkdtemp()) / "smoke.csv"
+>>> tmp = tempfile.TemporaryDirectory()
+>>> path = pathlib.Path(tmp.name) / "smoke.csv"
 >>> made = write_kaggle_csv(path, rows=2_000, seed=7, bad_rows=3)
 >>> frame = read_kaggle_csv(path)
 >>> len(frame), frame["sensor_id"].iloc[0], sorted(set(frame["fire_alarm"].dropna()))
 (2000, 'kaggle-0', [0, 1])
 >>> 0.65 < made.fire_share < 0.78
 True
+>>> tmp.cleanup()
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ file. Readers skip names starting with ``_`` or ``.``, so rejects and
 temporaries never mix with readings.
 
 >>> import tempfile, pandas as pd
->>> root = tempfile.mkdtemp()
+>>> tmp = tempfile.TemporaryDirectory(); root = tmp.name
 >>> frame = pd.DataFrame({"sensor_id": ["a", "b"], "timestamp": [1654733331.0, 1654819731.0],
 ...                       "temperature_c": [20.5, 21.0]})
 >>> [p.split("/")[-2] for p in write_lake_file(root, stream_key(3, 0, 1), frame)]
@@ -23,6 +23,7 @@ temporaries never mix with readings.
 >>> _ = write_lake_file(root, stream_key(3, 0, 1), frame)  # the same key again replaces, never duplicates
 >>> read_lake(root)["sensor_id"].tolist(), len(read_lake(root, since=1654800000.0))
 (['a', 'b'], 1)
+>>> tmp.cleanup()
 """
 
 from __future__ import annotations

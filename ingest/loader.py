@@ -13,11 +13,12 @@ loading the same file twice replaces its files instead of adding duplicates.
 
 >>> import tempfile, pathlib
 >>> from ingest.kaggle import write_kaggle_csv
->>> tmp = pathlib.Path(tempfile.mkdtemp())
+>>> workdir = tempfile.TemporaryDirectory(); tmp = pathlib.Path(workdir.name)
 >>> _ = write_kaggle_csv(tmp / "smoke.csv", rows=1_000, seed=1, bad_rows=2)
 >>> report = load_file(tmp / "smoke.csv", tmp / "lake")
 >>> report.accepted, report.rejected, report.reasons
 (998, 2, {'missing_field': 1, 'wrong_type': 1})
+>>> workdir.cleanup()
 """
 
 from __future__ import annotations
@@ -71,9 +72,10 @@ class LoadReport:
 def fingerprint(path: str | Path) -> str:
     """A short content hash of a file: the lake key of what was loaded from it.
 
-    >>> import tempfile; f = tempfile.NamedTemporaryFile(delete=False); _ = f.write(b"x"); f.close()
+    >>> import tempfile; f = tempfile.NamedTemporaryFile(); _ = f.write(b"x"); f.flush()
     >>> fingerprint(f.name)
     'src-2d711642b726b044'
+    >>> f.close()
     """
     digest = hashlib.sha256()
     with open(path, "rb") as source:
