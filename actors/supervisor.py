@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 HEAD_NODE_RESOURCE = "node:__internal_head__"
 WORKER_READY_TIMEOUT_S = 60.0
 CALL_TIMEOUT_S = 120.0
+STUCK_LOOP_S = 300.0  # a loop iteration this long is a hang (kafka-python's known position() hang is ~300 s)
+STATUS_TIMEOUT_S = 10.0  # status answers come from a published dict: slow means unreachable
 PARTITION_RECHECK_S = 30.0
 
 
@@ -134,12 +136,16 @@ class StreamSupervisor:
         with self._lock:
             slots = list(self.workers.values())
         refs = {s.worker_id: s.handle.status.remote() for s in slots}
+        # One shared deadline: a worker on a lost node must not hold the answer up per worker.
+        ray.wait(list(refs.values()), num_returns=len(refs), timeout=STATUS_TIMEOUT_S)
         workers = {}
         for worker_id, ref in refs.items():
             try:
-                workers[worker_id] = ray.get(ref, timeout=30)
+                workers[worker_id] = ray.get(ref, timeout=0.1)
             except (RayActorError, GetTimeoutError) as err:
                 workers[worker_id] = {"worker": worker_id, "error": f"{type(err).__name__}"}
+            except Exception as err:
+                workers[worker_id] = {"worker": worker_id, "error": str(err).splitlines()[-1][:200]}
         return {"supervisor": self.name, "desired": self.desired, "partitions": list(self.partitions),
                 "workers": workers, "assignment": self.assignment(), "restarts": self.restarts,
                 "events": self.events[-20:], "topic": self.settings.kafka.topic}
@@ -238,10 +244,17 @@ class StreamSupervisor:
 
     def _find_dead(self) -> list[str]:
         refs = {w: s.handle.status.remote() for w, s in self.workers.items()}
+        if refs:
+            ray.wait(list(refs.values()), num_returns=len(refs), timeout=STATUS_TIMEOUT_S)
         dead = []
         for worker_id, ref in refs.items():
             try:
-                ray.get(ref, timeout=30)
+                idle = ray.get(ref, timeout=0.1).get("loop_idle_s", 0.0)
+                if idle > STUCK_LOOP_S:
+                    log.warning("supervisor: worker %s has not finished a loop iteration for %.0f s; replacing it",
+                                worker_id, idle)
+                    ray.kill(self.workers[worker_id].handle, no_restart=True)
+                    dead.append(worker_id)
             except RayActorError as err:
                 log.warning("supervisor: worker %s is dead: %s", worker_id, str(err).splitlines()[0])
                 dead.append(worker_id)

@@ -88,6 +88,9 @@ class StreamLoop:
                        "evicted": 0, "resets": 0, "errors": 0}
         self.last_error: str | None = None
         self.last_checkpoint_s: float | None = None
+        self.published: dict[str, Any] = {"worker": worker_id, "partitions": {}, "totals": dict(self.totals)}
+        self._published_at = 0.0
+        self.heartbeat = time.monotonic()  # end of the last loop iteration
 
     # Commands from other threads ---------------------------------------------------
 
@@ -165,6 +168,7 @@ class StreamLoop:
 
     def run(self) -> None:
         while not self._stopping.is_set():
+            self.heartbeat = time.monotonic()
             try:
                 self.step()
             except Exception as err:  # bad luck never stops the stream; the cause is logged
@@ -277,6 +281,10 @@ class StreamLoop:
                       for s in self.states.values()))
         if due:
             self.checkpoint(wait=False)
+        if mono - self._published_at >= 0.5:
+            # Published for status calls from other threads, which never wait for this loop.
+            self.published = self.status()
+            self._published_at = mono
         if self.metrics:
             sensors = sum(s.sensors() for s in self.states.values())
             per = max((s.nbytes_per_sensor() for s in self.states.values()), default=0)
@@ -411,9 +419,11 @@ class PartitionWorker:
         return self.loop.call(lambda: self.loop.set_partitions(partitions))
 
     def status(self) -> dict[str, Any]:
+        """The status the loop last published (at most about 0.5 s old); never waits for the loop."""
         if not self.thread.is_alive():
             raise RuntimeError(f"{self.worker_id}: the processing loop has stopped")
-        return {**self.loop.call(self.loop.status, timeout_s=30), "node_id": ray.get_runtime_context().get_node_id()}
+        return {**self.loop.published, "node_id": ray.get_runtime_context().get_node_id(),
+                "loop_idle_s": round(time.monotonic() - self.loop.heartbeat, 3)}
 
     def checkpoint(self) -> bool:
         return self.loop.call(self.loop.checkpoint)
