@@ -153,12 +153,15 @@ class RaySettings(Section):
     dashboard_port: int = Field(8265, ge=1, le=65535, description="dashboard and `ray job submit` API port")
     metrics_export_port: int = Field(8080, ge=1, le=65535,
                                      description="Prometheus endpoint of the head node (Ray and smoke_* metrics)")
-    client_server_port: int = Field(10001, ge=1, le=65535, description="Ray Client port (ray://host:port)")
-    dashboard_agent_port: int = Field(52365, ge=1, le=65535, description="HTTP port of the head's dashboard agent")
-    haproxy_metrics_port: int = Field(9101, ge=1, le=65535,
-                                      description="Prometheus port of Serve's HAProxy ingress (all interfaces)")
-    haproxy_stats_port: int = Field(8404, ge=1, le=65535,
-                                    description="stats page port of Serve's HAProxy ingress (all interfaces)")
+    # Ray's defaults for the next four (10001, 52365, 9101, 8404) collide with any other Ray on the
+    # host (a plain ray.init(), a test cluster): 0 lets `smoke up` pick free ones.
+    client_server_port: int = Field(0, ge=0, le=65535, description="Ray Client port (ray://host:port); 0: a free one")
+    dashboard_agent_port: int = Field(0, ge=0, le=65535,
+                                      description="HTTP port of the head's dashboard agent; 0: a free one")
+    haproxy_metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port of Serve's HAProxy "
+                                                                     "ingress (all interfaces); 0: a free one")
+    haproxy_stats_port: int = Field(0, ge=0, le=65535, description="stats page port of Serve's HAProxy ingress "
+                                                                   "(all interfaces); 0: a free one")
     num_cpus: int | None = Field(
         4, ge=1, description="logical CPUs the head offers; more than the cores is fine because the stream "
                              "workers and Serve replicas mostly wait on I/O; empty: the number of cores")
@@ -303,7 +306,10 @@ class FusionSettings(Section):
     raise_n: int = Field(5, ge=1, le=32, description="... among the last n")
     clear_m: int = Field(30, ge=1, description="clear after m consecutive normal readings")
     hold_ratio: float = Field(0.5, gt=0, le=1, description="once raised, a reading stays anomalous down to "
-                                                           "this share of each threshold (hysteresis)")
+                                                           "this share of each relative threshold (z, rate, "
+                                                           "model probability): hysteresis")
+    threshold_hold_ratio: float = Field(0.9, gt=0, le=1, description="the same for absolute levels (C, ug/m3): "
+                                                                     "a narrow band, as a heat detector's reset")
     min_channels: int = Field(2, ge=1, le=4, description="independent evidence channels (particles, gas, "
                                                          "heat, model) that make a reading a fire")
     steam_veto: bool = Field(True, description="while humidity rises, particles do not count and one more "
