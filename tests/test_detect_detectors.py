@@ -262,6 +262,16 @@ def test_fusion_needs_two_channels_and_vetoes_steam():
     assert not fire_evidence([scores(particles=0.6, gas=0.6, coarse=0.6)], yes, settings).vetoed[0]
 
 
+def test_absolute_levels_hold_only_a_narrow_band():
+    """A warm room (29 C) is half of a 57 C level: a raised fire must still clear there."""
+    tiers = ThresholdTiers(ThresholdSettings(levels={"temperature_c": ThresholdTier(warning=50.0, critical=57.0)}))
+    values = np.ones((2, len(MEASUREMENTS)))
+    values[:, M["temperature_c"]] = [29.0, 53.0]
+    scores = tiers.score_batch(batch([0, 1], values))
+    evidence = fire_evidence([scores], np.array([True, True]), FusionSettings(hold_ratio=0.5))
+    assert evidence.anomalous.tolist() == [False, True]  # 53 C >= 0.9 x 57 C still holds
+
+
 # --- base ---------------------------------------------------------------------------------------
 
 def test_steps_keep_each_sensors_order_and_hold_a_sensor_once():

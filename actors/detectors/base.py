@@ -68,9 +68,11 @@ class Scores:
     observed: np.ndarray  # (n, len(names)); NaN = no opinion
     threshold: np.ndarray  # (len(names),)
     ratio: np.ndarray  # (n, len(names)); NaN = no opinion
+    # Absolute levels (a temperature in C) get a narrow hysteresis band; relative scores a wide one.
+    absolute: bool = False
 
     def take(self, rows: np.ndarray) -> Scores:
-        return Scores(self.names, self.groups, self.observed[rows], self.threshold, self.ratio[rows])
+        return Scores(self.names, self.groups, self.observed[rows], self.threshold, self.ratio[rows], self.absolute)
 
 
 class SlotArrays:

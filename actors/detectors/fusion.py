@@ -10,9 +10,10 @@ Two steps:
    (and a little humidity-borne ethanol) but neither combustion gases nor heat,
    so they stay one channel; and while humidity is rising (the
    ``humidity`` channel), particles do not count at all (``steam_veto``) —
-   fires dry the air. Once a sensor is raised, every threshold is relaxed to
-   ``hold_ratio`` of itself, so an incident that flickers around a threshold
-   does not clear and re-raise. Coarse particles (``coarse``, from
+   fires dry the air. Once a sensor is raised, every relative threshold
+   (z-scores, rates, the model) is relaxed to ``hold_ratio`` of itself and
+   every absolute level (C, ug/m3) to ``threshold_hold_ratio`` of itself, so an
+   incident that flickers around a threshold does not clear and re-raise. Coarse particles (``coarse``, from
    :mod:`~actors.detectors.particle_size`) are steam or cooking, not smoke:
    they do not count as the particle channel either. Vetoes are never relaxed.
 2. :class:`HysteresisFusion` keeps, per sensor, the last ``n`` anomalous flags
@@ -62,12 +63,13 @@ class FireEvidence:
 def fire_evidence(scores: list[Scores], raised: np.ndarray, settings: FusionSettings) -> FireEvidence:
     """Combine detectors' scores of the same rows into fire evidence (see the module docstring)."""
     n = len(raised)
-    level = np.where(raised, settings.hold_ratio, 1.0)[:, None]
+    relative = np.where(raised, settings.hold_ratio, 1.0)[:, None]
+    absolute = np.where(raised, settings.threshold_hold_ratio, 1.0)[:, None]
     hit: dict[str, np.ndarray] = {}
     strength = np.zeros(n)
     for s in scores:
         ratio = np.nan_to_num(s.ratio, nan=0.0)
-        fired = ratio >= level
+        fired = ratio >= (absolute if s.absolute else relative)
         for j, group in enumerate(s.groups):
             # Vetoes are never relaxed: relaxing them would veto more while an incident is raised.
             column = ratio[:, j] >= 1.0 if group in VETOES else fired[:, j]

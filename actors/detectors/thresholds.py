@@ -66,4 +66,4 @@ class ThresholdTiers(Detector):
 
     def score_batch(self, batch: ReadingBatch) -> Scores:
         observed = batch.values[:, self.columns]
-        return Scores(self.names, self.groups, observed, self.levels, ratio_of(observed, self.levels))
+        return Scores(self.names, self.groups, observed, self.levels, ratio_of(observed, self.levels), absolute=True)
