@@ -102,7 +102,7 @@ class ReadingProducer:
         except KafkaError as err:
             raise BrokerError(f"cannot reach Kafka at {self._bootstrap_servers}: {err!r}") from None
 
-    def send(self, keys: list[bytes], values: list[bytes]) -> None:
+    def send(self, keys: list[bytes], values: list[bytes] | list[memoryview]) -> None:
         """Queue readings for sending (``keys[k]`` is the sensor id of ``values[k]``)."""
         send, topic, failed = self._producer.send, self.topic, self._failed
         for key, value in zip(keys, values, strict=True):
@@ -253,7 +253,7 @@ def simulate_to_kafka(settings: Settings, bootstrap_servers: str, duration_s: fl
         simulator = FleetSimulator(config, start_time=start_time, incident_log=log_file)
         batches = paced(simulator.batches(batch_size=_batch_size(config.rate, scale), duration_s=duration), scale)
         with ReadingProducer(bootstrap_servers, settings.kafka.topic, config) as producer:
-            report = publish(producer, ((b.keys(), b.messages()) for b in batches), total=total,
+            report = publish(producer, ((b.keys(), b.wire_messages()) for b in batches), total=total,
                              show_progress=show_progress, stop=stop,
                              description=f"simulating {config.sensors:,} sensors")
     report.dropped = simulator.dropped

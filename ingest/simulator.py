@@ -21,7 +21,7 @@ starts. Everything is reproducible from the seed.
 >>> batch = next(sim.batches(duration_s=1.0))
 >>> batch.sensor_ids, batch.timestamps.tolist()
 (['sim-00000', 'sim-00001', 'sim-00002'], [1700000000.0, 1700000000.333, 1700000000.667])
->>> from ingest.reading import Reading, encode_message
+>>> from ingest.reading import Reading, encode_batch, encode_message
 >>> Reading.from_message(batch.messages()[0]).sensor_id
 'sim-00000'
 """
@@ -50,7 +50,7 @@ from ingest.incidents import (
     kind_code,
 )
 from ingest.kaggle import read_kaggle_csv
-from ingest.reading import Reading, encode_message
+from ingest.reading import Reading, encode_batch, encode_message
 from ingest.schema import MEASUREMENTS, SENSOR_ID, TIMESTAMP
 from ingest.settings import SimulatorSettings
 
@@ -147,6 +147,10 @@ class SimBatch:
         for sensor, stamp, row in zip(self.sensor_ids, self.timestamps.tolist(), self.values.tolist(),
                                       strict=True):
             yield Reading(sensor, stamp, dict(zip(MEASUREMENTS, row, strict=True)))
+
+    def wire_messages(self) -> list[bytes] | list[memoryview]:
+        """The same bytes as :meth:`messages` as views into one buffer, for producing (see ``encode_batch``)."""
+        return encode_batch(self.sensor_ids, self.timestamps.tolist(), self.values.tolist())
 
     def messages(self) -> list[bytes]:
         """The readings in their wire form (:func:`ingest.reading.encode_message`)."""

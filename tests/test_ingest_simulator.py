@@ -44,6 +44,7 @@ def test_same_seed_same_readings_and_incidents_other_seed_different():
     c, batches_c, _ = _run(config.model_copy(update={"seed": 6}), 600)
     messages = [m for batch in batches_a for m in batch.messages()]
     assert messages == [m for batch in batches_b for m in batch.messages()]
+    assert messages == [bytes(m) for batch in batches_a for m in batch.wire_messages()]
     assert a.incidents == b.incidents and a.incidents != c.incidents
     assert messages != [m for batch in batches_c for m in batch.messages()]
 

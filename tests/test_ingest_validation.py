@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.malformed_corpus import CASES, VALID, pairs
-from ingest.reading import InvalidReading, Reading
+from ingest.reading import InvalidReading, Reading, encode_batch, encode_message
 from ingest.schema import (
     FIELDS,
     MAX_EPOCH_SECONDS,
@@ -71,6 +71,18 @@ def readings(draw) -> Reading:
 @given(readings())
 def test_valid_readings_round_trip_through_the_wire(reading):
     assert Reading.from_message(reading.to_message()) == reading
+
+
+@FAST
+@given(st.lists(readings(), max_size=20),
+       st.lists(st.sampled_from(["x},{y", '"},{"', "}", "{", ",", "plain"]), max_size=3))
+def test_batch_encoding_is_byte_for_byte_the_single_encoding(batch_of, odd_ids):
+    ids = [r.sensor_id for r in batch_of] + odd_ids  # odd ids (invalid, but encodable) force the fallback
+    stamps = [r.timestamp for r in batch_of] + [1.7e9] * len(odd_ids)
+    rows = [[r.values[m] for m in MEASUREMENTS] for r in batch_of] + [[1.0] * len(MEASUREMENTS)] * len(odd_ids)
+    expected = [encode_message(s, t, dict(zip(MEASUREMENTS, row, strict=True)))
+                for s, t, row in zip(ids, stamps, rows, strict=True)]
+    assert [bytes(m) for m in encode_batch(ids, stamps, rows)] == expected
 
 
 @FAST
