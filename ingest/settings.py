@@ -223,13 +223,14 @@ class ZScoreSignal(Section):
 
 def _default_zscore_signals() -> dict[str, ZScoreSignal]:
     return {
-        # Smoke particles: log scale, floor 0.25 -> 6 x 0.25 = 1.5 log units, about 4.5x the baseline.
-        "pm2_5_ugm3": ZScoreSignal(direction="up", log=True, std_floor=0.25, group="particles"),
-        "nc0_5_per_cm3": ZScoreSignal(direction="up", log=True, std_floor=0.25, group="particles"),
-        # TVOC: log scale, same floor: about 4.5x the sensor's own baseline.
-        "tvoc_ppb": ZScoreSignal(direction="up", log=True, std_floor=0.25, group="gas"),
-        # SGP30 raw H2 ticks fall as H2 rises (log-resistance); floor 10 ticks -> a 60-tick fall.
-        "raw_h2_ticks": ZScoreSignal(direction="down", std_floor=10.0, group="gas"),
+        # Smoke particles: log scale, floor 0.2 -> 6 x 0.2 = 1.2 log units, about 3.3x the sensor's baseline
+        # (twice the SPS30's ~10 % reading-to-reading spread in log units, many times over).
+        "pm2_5_ugm3": ZScoreSignal(direction="up", log=True, std_floor=0.2, group="particles"),
+        "nc0_5_per_cm3": ZScoreSignal(direction="up", log=True, std_floor=0.2, group="particles"),
+        # TVOC: log scale, same floor: about 3.3x the sensor's own baseline.
+        "tvoc_ppb": ZScoreSignal(direction="up", log=True, std_floor=0.2, group="gas"),
+        # SGP30 raw H2 ticks fall as H2 rises (log-resistance); floor 6 ticks -> a 36-tick fall.
+        "raw_h2_ticks": ZScoreSignal(direction="down", std_floor=6.0, group="gas"),
         # eCO2 is computed from H2 by the SGP30; floor 15 ppm -> +90 ppm.
         "eco2_ppm": ZScoreSignal(direction="up", std_floor=15.0, group="gas"),
         # Heat: floor 0.75 C -> 4.5 C above the sensor's own baseline.

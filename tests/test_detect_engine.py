@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from actors.alerts import AlertEvent
 from actors.detection import DetectionEngine, SnapshotError
 from ingest.schema import MEASUREMENTS
-from ingest.settings import DetectionSettings, SilentSettings, StuckSettings
+from ingest.settings import DetectionSettings, FusionSettings, SilentSettings, StuckSettings
 from train.features import FEATURE_NAMES, POINT_FEATURES, FeatureState, compute_features
 
 T0 = 1_750_000_000.0
@@ -223,14 +223,17 @@ def test_real_registry_model_is_used_and_hot_switched(tmp_path):
     registry.promote(registry.register(model, {"feature_names": list(POINT_FEATURES), "threshold": 0.5,
                                                "metrics": {"pr_auc": 0.9}, "test_fingerprint": "t"}))
     loaded = registry.load()
-    fleet, eng = Fleet(["s0", "s1"], seed=9), engine(model=loaded)
+    # All four channels required: a fire can only raise when the model agrees.
+    settings = DetectionSettings(fusion=FusionSettings(min_channels=4))
+    fleet, eng = Fleet(["s0", "s1"], seed=9), engine(settings, model=loaded)
     assert fleet.run(eng, T0, 100) == []
     alerts = fleet.run(eng, T0 + 100, 40, fire_on("s0", T0 + 100))
-    assert alerts and alerts[0].model_version == loaded.version
+    assert [(a.sensor_id, a.state, a.model_version) for a in alerts] == [("s0", "raised", loaded.version)]
     assert "model" in alerts[0].evidence["channels"]
-    eng.set_model(None)
+    assert alerts[0].evidence["detectors"]["model"]["fire_probability"]["threshold"] == 0.5
+    eng.set_model(None)  # hot switch: without the model the same fire on s1 cannot reach four channels
     later = fleet.run(eng, T0 + 140, 300, fire_on("s1", T0 + 140))
-    assert [a.model_version for a in later] == [None] * len(later) and len(later) >= 2
+    assert [(a.sensor_id, a.state, a.model_version) for a in later] == [("s0", "cleared", None)]
 
 
 def test_bad_input_is_an_error_not_a_guess():
