@@ -28,9 +28,10 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from ingest.broker import BrokerError, ensure_topics
+from ingest.kaggle import read_kaggle_csv
 from ingest.progress import RowProgress
 from ingest.settings import Settings, SimulatorSettings
-from ingest.simulator import FleetSimulator, paced, replay_batches
+from ingest.simulator import FleetSimulator, paced, replay_batches, replay_schedule
 
 log = logging.getLogger(__name__)
 
@@ -277,11 +278,11 @@ def replay_csv_to_kafka(settings: Settings, bootstrap_servers: str, path: str | 
     config = settings.simulator
     scale = None if fast else (speed or config.replay_speed)
     ensure_topics(bootstrap_servers, settings.kafka)
-    batches = paced(replay_batches(path, sensors=sensors, sensor_prefix=sensor_prefix, start_time=start_time,
-                                   max_gap_s=config.replay_max_gap_s,
-                                   batch_size=_batch_size(1.0, scale)), scale)
+    plan = replay_schedule(read_kaggle_csv(path), sensors=sensors, sensor_prefix=sensor_prefix,
+                           start_time=start_time, max_gap_s=config.replay_max_gap_s)
+    batches = paced(replay_batches(plan, batch_size=_batch_size(1.0, scale)), scale)
     with ReadingProducer(bootstrap_servers, settings.kafka.topic, config) as producer:
-        return publish(producer, ((b.keys, b.messages) for b in batches),
+        return publish(producer, ((b.keys, b.messages) for b in batches), total=len(plan),
                        show_progress=show_progress, stop=stop, description=f"replaying {Path(path).name}")
 
 

@@ -49,7 +49,6 @@ from ingest.incidents import (
     intensity,
     kind_code,
 )
-from ingest.kaggle import read_kaggle_csv
 from ingest.reading import Reading, encode_batch, encode_message
 from ingest.schema import MEASUREMENTS, SENSOR_ID, TIMESTAMP
 from ingest.settings import SimulatorSettings
@@ -381,18 +380,14 @@ def replay_schedule(frame: pd.DataFrame, *, sensors: int = 1, sensor_prefix: str
     return out
 
 
-def replay_batches(path: str | Path, *, sensors: int = 1, sensor_prefix: str = "kaggle",
-                   start_time: float | None = None, max_gap_s: float = 5.0, batch_size: int = 500
-                   ) -> Iterator[ReplayBatch]:
-    """A Kaggle-format CSV as wire messages in time order (see :func:`replay_schedule`).
+def replay_batches(plan: pd.DataFrame, batch_size: int = 500) -> Iterator[ReplayBatch]:
+    """The rows of a replay plan (from :func:`replay_schedule`) as wire messages, in time order.
 
     Rows go out in the wire form of :func:`ingest.reading.encode_message`; a row
     with an empty or non-numeric cell goes out as recorded (null or text), so the stream rejects
     it to the dead-letter topic with its reason instead of it vanishing here.
     The label is not sent: sensors do not know it.
     """
-    plan = replay_schedule(read_kaggle_csv(path), sensors=sensors, sensor_prefix=sensor_prefix,
-                           start_time=start_time, max_gap_s=max_gap_s)
     columns = [SENSOR_ID, "event_time", TIMESTAMP, *MEASUREMENTS]
     for first in range(0, len(plan), batch_size):
         part = plan.iloc[first:first + batch_size]

@@ -192,7 +192,7 @@ def test_replay_deals_sessions_to_sensors_and_shortens_gaps(tmp_path):
     assert plan["event_time"].diff().dropna().between(0, 2.0).all()
     firsts = [s.first_row for s in made.sessions]
     assert plan["sensor_id"].iloc[firsts].tolist() == [f"kaggle-{k % 3:05d}" for k in range(len(firsts))]
-    messages = [m for b in replay_batches(tmp_path / "s.csv", sensors=3, start_time=START) for m in b.messages]
+    messages = [m for b in replay_batches(plan, batch_size=300) for m in b.messages]
     batch = validate_messages(messages)
     assert len(messages) == 2_000
     assert {k: {p.reason for p in v} for k, v in batch.rejected.items()} == \
