@@ -129,3 +129,16 @@ def test_concurrent_registers_get_distinct_versions(tmp_path) -> None:
         t.join()
     assert sorted(out) == ["v0001", "v0002", "v0003", "v0004"] == reg.versions()
     assert not [p for p in (tmp_path / "m").iterdir() if p.name.startswith(".staging")]
+
+
+def test_windowed_model_is_not_promoted_without_force(tmp_path) -> None:
+    reg = ModelRegistry(tmp_path, "m")
+    names = list(FEATURE_NAMES)
+    rng = np.random.default_rng(0)
+    model = LogisticRegression().fit(rng.normal(size=(50, len(names))), np.arange(50) % 2)
+    version = reg.register(model, {"feature_names": names, "threshold": 0.5, "metrics": {"pr_auc": 0.99}})
+    with pytest.raises(PromotionRefused, match="windowed features"):
+        reg.promote(version)
+    assert reg.production_version() is None
+    reg.promote(version, force=True)
+    assert reg.production_version() == version
