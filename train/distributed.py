@@ -46,13 +46,21 @@ class DistributedResult:
 
 
 def check_fits(cpus_needed: float, what: str) -> None:
-    """Refuse work that needs more CPUs than the whole cluster has."""
+    """Refuse work that needs more CPUs than the cluster has, or than are free right now.
+
+    A trainer that cannot place its workers waits forever rather than failing, so
+    CPUs held by other work (stream actors, Serve replicas) count against it too.
+    """
     import ray
 
     total = ray.cluster_resources().get("CPU", 0.0)
+    free = ray.available_resources().get("CPU", 0.0)
     if cpus_needed > total:
         raise ResourcesError(f"{what} needs {cpus_needed:g} CPUs but the Ray cluster has {total:g}: "
                              "lower train.num_workers or train.max_concurrent_trials")
+    if cpus_needed > free:
+        raise ResourcesError(f"{what} needs {cpus_needed:g} CPUs but only {free:g} of {total:g} are free "
+                             "(other work holds the rest): wait, add a node, or lower train.num_workers")
 
 
 def _train_loop_per_worker(config: dict[str, Any]) -> None:
