@@ -109,7 +109,7 @@ class BuilderArgs(BaseModel):
     model_name: str | None = None
 
 
-def app_builder(args: BuilderArgs) -> Application:
+def app_builder(args: BuilderArgs | dict[str, Any]) -> Application:
     """Entry point of ``serve deploy configs/serve.yaml`` (``import_path: serve.app:app_builder``).
 
     Settings come from the pipeline settings file and ``SMOKE_*`` environment
@@ -117,6 +117,9 @@ def app_builder(args: BuilderArgs) -> Application:
     ``args.serve`` overrides; relative paths are taken from the project root,
     because the builder does not run in the caller's directory.
     """
+    # Ray converts args to the annotated model only when the annotation is a class; with
+    # postponed annotations (``from __future__ import annotations``) it hands over the dict.
+    args = args if isinstance(args, BuilderArgs) else BuilderArgs.model_validate(args or {})
     settings = load_settings(_resolve(args.config) if args.config else None)
     serve_settings = ServeSettings.model_validate({**settings.serve.model_dump(), **args.serve})
     return build_app(serve_settings, args.registry_dir or settings.train.registry_dir,

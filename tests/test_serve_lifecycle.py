@@ -96,7 +96,11 @@ def test_serve_yaml_is_a_valid_serve_config_and_builds():
     assert deployment.autoscaling_config["min_replicas"] >= 1
     assert deployment.autoscaling_config["max_replicas"] > deployment.autoscaling_config["min_replicas"]
     assert deployment.max_ongoing_requests >= ServeSettings().batch_max_size
+    # `serve deploy` hands the builder the args as a plain dict.
+    assert isinstance(app_builder(dict(app_config.args)), Application)
     assert isinstance(app_builder(BuilderArgs(**app_config.args)), Application)
+    with pytest.raises(ValueError, match="unknown_key"):
+        app_builder({"unknown_key": 1})
 
 
 def test_api_keys_from_environment_are_comma_separated():
