@@ -103,7 +103,7 @@ class ReadingProducer:
         except KafkaError as err:
             raise BrokerError(f"cannot reach Kafka at {self._bootstrap_servers}: {err!r}") from None
 
-    def send(self, keys: list[bytes], values: list[bytes] | list[memoryview]) -> None:
+    def send(self, keys: list[bytes], values: list[bytes]) -> None:
         """Queue readings for sending (``keys[k]`` is the sensor id of ``values[k]``)."""
         send, topic, failed = self._producer.send, self.topic, self._failed
         for key, value in zip(keys, values, strict=True):
