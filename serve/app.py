@@ -13,6 +13,7 @@ start`` and the tests call :func:`build_app` with settings in hand.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +78,13 @@ class SmokeDetector:
         return [item(scored, i) for i in range(len(requests))]
 
     def check_health(self) -> None:
-        # Serve restarts a replica whose health check raises. A missing model is not a reason:
-        # a restart would not bring one, and /health reports "degraded" meanwhile.
-        return None
+        # Serve restarts a replica whose health check raises. A missing model is not a reason
+        # (a restart would not bring one; /health says "degraded"), but a reload poller that has
+        # stopped is: the replica would serve a stale version forever.
+        stale = time.monotonic() - self.server.last_refresh
+        limit = max(60.0, 20 * self.settings.reload_poll_s)
+        if stale > limit:
+            raise RuntimeError(f"model poller silent for {stale:.0f} s (limit {limit:.0f} s): restarting replica")
 
 
 def _resolve(path: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -77,6 +78,7 @@ class ModelServer:
         self.split = ABSplit([s.name for s in self.slots], [s.weight for s in self.slots])
         self.shadow = Slot("shadow", settings.shadow, 0.0) if settings.shadow else None
         self._load_lock = threading.Lock()  # one loader at a time (poller and /model/reload)
+        self.last_refresh = time.monotonic()  # end of the last refresh, for the replica health check
         self.on_swap = None  # callback(old_version | None, new_version), for the version gauge
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -118,6 +120,7 @@ class ModelServer:
                 logger.info("variant %s now serves %s:%s (was %s)", slot.name, model.name, model.version, old)
                 if self.on_swap is not None:
                     self.on_swap(old, model.version)
+        self.last_refresh = time.monotonic()
         return switched
 
     @property

@@ -347,7 +347,7 @@ def test_custom_metrics_exported_beside_serve_metrics(client, ray_cluster):
     client.post("/predict", json=_with(SEED, TVOC="bad"))
     port = ray_cluster.head_node.metrics_export_port
     wanted = ("ray_smoke_predictions_total", "ray_smoke_validation_failures_total",
-              "ray_smoke_prediction_latency_seconds_bucket", "ray_serve_")
+              "ray_smoke_prediction_latency_seconds_bucket", "ray_smoke_model_version", "ray_serve_")
     deadline = time.monotonic() + 45
     text = ""
     while time.monotonic() < deadline:
@@ -361,3 +361,5 @@ def test_custom_metrics_exported_beside_serve_metrics(client, ray_cluster):
     assert any('variant="production"' in line and 'outcome="' in line for line in lines), lines
     assert any('reason="wrong_type"' in line for line in text.splitlines()
                if line.startswith("ray_smoke_validation_failures_total{"))
+    assert any('version="v0001"' in line and 'component="serve"' in line and line.endswith(" 1.0")
+               for line in text.splitlines() if line.startswith("ray_smoke_model_version{"))
