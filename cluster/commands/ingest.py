@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -24,6 +25,14 @@ from pathlib import Path
 from ingest.settings import Settings
 
 STATE_FILE = "broker.json"
+
+
+def _quiet_kafka(args: argparse.Namespace) -> None:
+    # kafka-python logs every connection at INFO and warns about the admin API version pinned for
+    # Tansu (see ingest.broker); that would tear through the progress line. Our summary line says
+    # what failed and why; -v brings the library's lines back.
+    if not getattr(args, "verbose", False):
+        logging.getLogger("kafka").setLevel(logging.ERROR)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -136,6 +145,7 @@ def _alive(pid: int) -> bool:
 def _broker_start(args: argparse.Namespace) -> int:
     from ingest.broker import BrokerError
 
+    _quiet_kafka(args)
     state = running_broker(args.settings)
     if state is not None:
         print(f"embedded broker already running on {state['bootstrap_servers']} (pid {state['pid']})")
@@ -192,6 +202,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from ingest.producer import simulate_to_kafka
     from ingest.simulator import write_simulation
 
+    _quiet_kafka(args)
     settings: Settings = args.settings
     if args.seed is not None:
         settings = settings.model_copy(update={"simulator": settings.simulator.model_copy(update={"seed": args.seed})})
@@ -223,6 +234,7 @@ def _replay(args: argparse.Namespace) -> int:
     from ingest.kaggle import KaggleFormatError
     from ingest.producer import replay_csv_to_kafka
 
+    _quiet_kafka(args)
     try:
         bootstrap = resolve_bootstrap(args.settings, args.bootstrap_servers, "replay")
         with _stop_on_sigterm() as stop:
