@@ -16,6 +16,7 @@ from sklearn.calibration import calibration_curve
 
 from ingest.validation import format_timestamp
 
+MAX_INCIDENT_ROWS = 30
 PLOTS = ("pr_curve.png", "roc_curve.png", "feature_importance.png", "calibration.png")
 
 
@@ -126,6 +127,16 @@ def write_report(out_dir: Path, *, title: str, run: dict[str, Any], evaluation: 
         f"p90 {_fmt(ttd['p90_delay_s'])} s, max {_fmt(ttd['max_delay_s'])} s.",
         "",
     ]
+    incidents = evaluation.get("incidents", [])
+    if incidents:
+        lines += ["| sensor | onset | end | delay s |", "| --- | --- | --- | --- |"]
+        for incident in incidents[:MAX_INCIDENT_ROWS]:
+            delay = "missed" if incident["delay_s"] is None else f"{incident['delay_s']:g}"
+            lines.append(f"| {incident['sensor_id']} | {format_timestamp(incident['onset'])} | "
+                         f"{format_timestamp(incident['end'])} | {delay} |")
+        if len(incidents) > MAX_INCIDENT_ROWS:
+            lines.append(f"| ... {len(incidents) - MAX_INCIDENT_ROWS} more | | | |")
+        lines.append("")
     if run.get("sweep"):
         lines += ["## Sweep", "", "| trial | model | validation PR-AUC | time s |", "| --- | --- | --- | --- |"]
         for trial in run["sweep"]:
