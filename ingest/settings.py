@@ -294,7 +294,8 @@ class ParticleSizeSettings(Section):
         2.2, gt=1, description="PM2.5/PM1.0 at or above this is coarse (steam, cooking, dust), not smoke: "
                                "combustion aerosol is sub-micron (ratio near 1; 1.25 in the simulator's smoke), "
                                "water droplets are > 1 um (ratio near 3)")
-    min_pm1_0_ugm3: float = Field(5.0, gt=0, description="below this PM1.0 (clean air) the ratio is noise")
+    min_pm1_0_ugm3: float = Field(1.0, gt=0, description="below this PM1.0 the ratio is rounding noise (the "
+                                                         "SPS30 reports 0.01 ug/m3 steps)")
 
 
 class SilentSettings(Section):
