@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.processes import port_in_use, session_pids, stop_session
+from ingest.broker import free_port
 from ingest.settings import RaySettings
 
 # Longest temp dir that leaves room for Ray's "session_<date>_<pid>/sockets/plasma_store" under
@@ -148,9 +149,17 @@ def head_environment(cfg: RaySettings) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_STATS_PORT": str(cfg.haproxy_stats_port)}
 
 
+def with_free_ports(cfg: RaySettings) -> RaySettings:
+    """The settings with every port left at 0 replaced by a port that is free now."""
+    chosen = {name: free_port() for name in FIXED_PORTS if getattr(cfg, name) == 0}
+    return cfg.model_copy(update=chosen) if chosen else cfg
+
+
 def start_head(cfg: RaySettings, run_dir: Path, env: dict[str, str] | None = None) -> RayHead:
     """Start the head and return once its GCS answers; on failure nothing of it is left running."""
     import ray.util as ray_util
+
+    cfg = with_free_ports(cfg)
 
     temp_dir = (run_dir / "ray").resolve()
     if len(str(temp_dir)) > MAX_TEMP_DIR_CHARS:
@@ -165,6 +174,9 @@ def start_head(cfg: RaySettings, run_dir: Path, env: dict[str, str] | None = Non
     log_path = run_dir / "logs" / "ray-start.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **(env or {}), **head_environment(cfg)}
+    # `ray job submit -- python -m train` runs its entrypoint through the head's PATH: put this
+    # environment's interpreter (where the package is installed) first.
+    full_env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), full_env.get("PATH", "")])
     if token != "RAY_AUTH_TOKEN":
         full_env.setdefault("RAY_AUTH_TOKEN_PATH", token)
     with open(log_path, "wb") as log:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -42,7 +43,7 @@ from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
 
-OPTIONAL_PARTS = ("model", "stream", "serve", "simulator")
+STREAM_READY_TIMEOUT_S = 300.0
 
 
 class StackError(RuntimeError):
@@ -199,7 +200,9 @@ def _start_stream(settings: Settings, state: StackState, options: UpOptions, ste
 
     connect_driver(state.ray_address, settings.ray.namespace)
     step.note(f"{settings.stream.workers} workers on {settings.kafka.partitions} partitions")
-    start_stream(settings, state.bootstrap_servers)
+    # Each worker imports pandas, LightGBM and Ray Data on start: on a busy 2-core host that alone
+    # has taken over a minute, so allow more than start_stream's default.
+    start_stream(settings, state.bootstrap_servers, timeout_s=STREAM_READY_TIMEOUT_S)
     state.stream_name = settings.stream.supervisor_name
     step.result = f"supervisor {state.stream_name!r} with {settings.stream.workers} workers"
 
@@ -374,5 +377,9 @@ def disconnect_driver() -> None:
 
 
 def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
+    """The error's type and first line; for an error raised inside a Ray actor, the actor's own error."""
+    cause = getattr(err, "cause", None)  # RayTaskError wraps the remote exception
+    if isinstance(cause, BaseException):
+        err = cause
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -146,6 +146,12 @@ def test_up_status_down_end_to_end(stack: Stack) -> None:
     for part in ("ray", "kafka", "stream", "serve", "model", "alerts", "metrics"):
         assert checks[part]["healthy"] is True, checks[part]
 
+    # A training job through the job API of the head, with the token (docs/operations.md).
+    job = submit_job(stack, state, "python -m train --quick --no-promote --source "
+                                   f"{stack.workdir / 'data' / 'generated' / 'smoke_generated.csv'}")
+    assert job["status"] == "SUCCEEDED", job["logs"][-2000:]
+    assert "v0002" in [line.strip() for line in job["logs"].splitlines()], job["logs"][-2000:]
+
     # Every other command finds the stack without flags.
     stream = stack.smoke("stream", "status", "--json", timeout=120)
     assert stream.returncode == 0, stream.stderr[-2000:]
@@ -161,6 +167,30 @@ def test_up_status_down_end_to_end(stack: Stack) -> None:
     print(f"smoke up took {up_seconds:.0f} s; the whole run {time.monotonic() - started:.0f} s")
 
     assert stack.smoke("down").stdout.startswith("smoke down: nothing to stop")
+
+
+JOB_CLIENT = """
+import json, sys, time
+from ray.job_submission import JobStatus, JobSubmissionClient
+client = JobSubmissionClient(sys.argv[1])
+job = client.submit_job(entrypoint=sys.argv[2], runtime_env={"env_vars": json.loads(sys.argv[3])})
+deadline = time.monotonic() + 180
+while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+    if time.monotonic() > deadline:
+        client.stop_job(job)
+        break
+    time.sleep(1)
+print(json.dumps({"status": str(client.get_job_status(job).value), "logs": client.get_job_logs(job)}))
+"""
+
+
+def submit_job(stack: Stack, state: StackState, entrypoint: str) -> dict:
+    """Run ``entrypoint`` as a Ray job with JobSubmissionClient, in a process of its own (token mode on)."""
+    env_vars = {"SMOKE_TRAIN__REGISTRY_DIR": str(stack.workdir / "data" / "registry")}
+    result = subprocess.run([sys.executable, "-c", JOB_CLIENT, state.dashboard_url, entrypoint, json.dumps(env_vars)],
+                            env={**stack.env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_port_taken_is_one_clear_line_and_starts_nothing(stack: Stack) -> None:
