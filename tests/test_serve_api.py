@@ -42,14 +42,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_registry(root, versions: int = 1) -> str:
+def train_registry(root, versions: int = 1, model_name: str = MODEL_NAME) -> str:
     """A registry with ``versions`` models trained by the real pipeline (quick mode); the first is production."""
     from ingest.kaggle import write_kaggle_csv
     from train.pipeline import train_and_register
 
     settings = load_settings(environ={})
     settings = settings.model_copy(update={"train": settings.train.model_copy(update={
-        "registry_dir": str(root / "registry"), "model_name": MODEL_NAME})})
+        "registry_dir": str(root / "registry"), "model_name": model_name})})
     for k in range(versions):
         csv = root / f"kaggle-{k}.csv"
         write_kaggle_csv(csv, rows=4000, seed=k)
@@ -63,12 +63,13 @@ def start_serve(port: int) -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
 
 
-def deploy(registry_dir: str, serve_settings: ServeSettings, name: str = "smoke-test") -> None:
+def deploy(registry_dir: str, serve_settings: ServeSettings, name: str = "smoke-test",
+           model_name: str = MODEL_NAME) -> None:
     from ray import serve
 
     from serve.app import build_app
 
-    app = build_app(serve_settings, registry_dir, MODEL_NAME, {"num_replicas": 1, "max_ongoing_requests": 64})
+    app = build_app(serve_settings, registry_dir, model_name, {"num_replicas": 1, "max_ongoing_requests": 64})
     serve.run(app, name=name, route_prefix="/", blocking=False)
 
 

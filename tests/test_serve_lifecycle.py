@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -60,6 +61,30 @@ def smoke(*argv: str) -> tuple[int, str]:
     with contextlib.redirect_stdout(out):
         code = main(list(argv))
     return code, out.getvalue()
+
+
+def test_no_model_yet_is_degraded_and_503_until_one_is_promoted(env, tmp_path):
+    # A fresh model name: nothing registered. The replica starts anyway and says so.
+    deploy(env["registry_dir"], ServeSettings(port=env["port"], reload_poll_s=0.5), model_name="late-model")
+    url = env["url"]
+    health = wait_for(url + "/health", lambda r: r.status_code == 200 and not r.json()["model_loaded"]).json()
+    assert health["status"] == "degraded" and health["model_version"] is None
+    assert "no production model" in health["variants"][0]["error"]
+    for method, path in (("POST", "/predict"), ("GET", "/model/info"), ("POST", "/model/reload"),
+                         ("GET", "/predict/sample")):
+        r = httpx.request(method, url + path, json=SEED if path == "/predict" else None, timeout=30)
+        assert r.status_code == 503, (path, r.text)
+        assert "no model" in r.json()["error"] and int(r.headers["retry-after"]) >= 1
+    batch = httpx.post(url + "/predict/batch", json=[SEED], timeout=30)
+    assert batch.status_code == 503
+    # The first model promoted is picked up by the poller: no redeploy, no restart.
+    train_registry(Path(env["registry_dir"]).parent, model_name="late-model")
+    health = wait_for(url + "/health", lambda r: r.json()["model_loaded"], timeout=30).json()
+    assert health["status"] == "healthy" and health["model_version"] == "v0001"
+    assert httpx.post(url + "/predict", json=SEED, timeout=30).status_code == 200
+    from ray import serve
+
+    serve.delete("smoke-test")  # free the route prefix for the next test's application
 
 
 def test_cli_start_status_stop_with_serve_yaml(env, monkeypatch):
@@ -219,3 +244,12 @@ def test_api_keys_and_rate_limit(env):
         assert client.post("/predict", json=SEED, headers={"X-API-Key": "key-one"}).status_code == 200
         time.sleep(int(retry_after) + 0.2)
         assert client.post("/predict", json=SEED, headers={"X-API-Key": "key-two"}).status_code == 200
+
+
+@pytest.mark.parametrize("module", ["serve.ab", "serve.rate_limit"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
