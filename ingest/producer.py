@@ -26,6 +26,7 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.future import Future
 
 from ingest.broker import BrokerError, ensure_topics
 from ingest.kaggle import read_kaggle_csv
@@ -70,6 +71,9 @@ class ProduceReport:
 class ReadingProducer:
     """A kafka-python producer for readings: send keyed batches, resend failures with backoff.
 
+    Bookkeeping stays in the sending thread: each send's future waits in a queue
+    and is settled (delivered, or resent after a backoff, or given up on) once
+    kafka-python has completed it; no callbacks run on kafka-python's I/O thread.
     Use as a context manager; :meth:`close` flushes and waits for the resends.
     """
 
@@ -78,10 +82,8 @@ class ReadingProducer:
         self.topic = topic
         self.config = config
         self.report = ProduceReport(topic)
-        self._retry: deque[tuple[float, bytes, bytes, int]] = deque()
-        self._sent = 0  # sends handed to kafka-python; each ends delivered or in _failed
-        self._errors = 0
-        self._lock = threading.Lock()
+        self._pending: deque[tuple[Future, bytes, bytes, int]] = deque()  # (future, key, value, attempt)
+        self._retry: deque[tuple[float, bytes, bytes, int]] = deque()  # (due, key, value, attempt)
         self._bootstrap_servers = bootstrap_servers
         self._client_id = client_id
         self._renew = False  # set when the client hit an error it does not recover from by itself
@@ -105,71 +107,57 @@ class ReadingProducer:
 
     def send(self, keys: list[bytes], values: list[bytes]) -> None:
         """Queue readings for sending (``keys[k]`` is the sensor id of ``values[k]``)."""
-        send, topic, failed = self._producer.send, self.topic, self._failed
-        for key, value in zip(keys, values, strict=True):
-            try:
-                future = send(topic, key=key, value=value)
-            except KafkaTimeoutError as err:  # the buffer stayed full or metadata never came
-                self._give_up_or_retry(err, key, value, 1)
-                continue
-            # Only failures get a callback: one per message is the hot path's main cost, and
-            # after a flush every send not reported failed was delivered.
-            future.add_errback(failed, key, value, 1)
-            self._sent += 1
+        self._send_all(zip(keys, values, strict=True), 1)
+        self._settle()
         if self._retry:
             self._resend_due()
 
-    def _send(self, key: bytes, value: bytes, attempt: int) -> None:
-        try:
-            future = self._producer.send(self.topic, key=key, value=value)
-        except KafkaTimeoutError as err:
-            self._give_up_or_retry(err, key, value, attempt)
+    def _send_all(self, messages, attempt: int) -> None:
+        send, topic, pending = self._producer.send, self.topic, self._pending.append
+        for key, value in messages:
+            try:
+                pending((send(topic, key=key, value=value), key, value, attempt))
+            except KafkaTimeoutError as err:  # the buffer stayed full or metadata never came
+                self._give_up_or_retry(err, key, value, attempt)
+
+    def _settle(self) -> None:
+        """Account for the completed sends at the head of the queue (they complete roughly in order)."""
+        pending = self._pending
+        while pending and pending[0][0].is_done:
+            future, key, value, attempt = pending.popleft()
+            if future.exception is None:
+                self.report.delivered += 1
+            else:
+                self._give_up_or_retry(future.exception, key, value, attempt)
+
+    def _give_up_or_retry(self, err: BaseException, key: bytes, value: bytes, attempt: int) -> None:
+        self.report.last_error = f"{type(err).__name__}: {err}"
+        # A timeout heals when the broker is back; other errors can leave the idempotent client's
+        # producer id unusable for good (a restarted broker refuses it), so resend with a new client.
+        if not isinstance(err, KafkaTimeoutError):
+            self._renew = True
+        if attempt >= self.config.delivery_attempts:
+            self.report.failed += 1
             return
-        future.add_errback(self._failed, key, value, attempt)
-        self._sent += 1
-
-    def _failed(self, key: bytes, value: bytes, attempt: int, err: Exception) -> None:
-        # Called from kafka-python's I/O thread (with the error after our arguments): only record;
-        # the sending thread resends.
-        with self._lock:
-            self._errors += 1
-        self._give_up_or_retry(err, key, value, attempt)
-
-    def _give_up_or_retry(self, err: Exception, key: bytes, value: bytes, attempt: int) -> None:
-        with self._lock:
-            self.report.last_error = f"{type(err).__name__}: {err}"
-            # A timeout heals when the broker is back; other errors can leave the idempotent client's
-            # producer id unusable for good (a restarted broker refuses it), so resend with a new client.
-            if not isinstance(err, KafkaTimeoutError):
-                self._renew = True
-            if attempt >= self.config.delivery_attempts:
-                self.report.failed += 1
-                return
-            delay = self.config.retry_backoff_ms / 1000.0 * 2 ** (attempt - 1)
-            self._retry.append((time.monotonic() + delay, key, value, attempt + 1))
+        delay = self.config.retry_backoff_ms / 1000.0 * 2 ** (attempt - 1)
+        self._retry.append((time.monotonic() + delay, key, value, attempt + 1))
 
     def _resend_due(self) -> None:
         now = time.monotonic()
-        if self._renew and any(due <= now for due, *_ in list(self._retry)):
+        due = [entry for entry in self._retry if entry[0] <= now]
+        if not due:
+            return
+        if self._renew:
             self._renew = False
             old, self._producer = self._producer, self._new_client()
-            old.close(timeout=0)  # what it still holds fails back to us and is resent
-        for _ in range(len(self._retry)):
-            due, key, value, attempt = self._retry.popleft()
-            if due > now:
-                self._retry.append((due, key, value, attempt))
-                continue
-            with self._lock:
-                self.report.resent += 1
-            self._send(key, value, attempt)
+            old.close(timeout=0)  # what it still holds fails; _settle sends it round again
+        self._retry = deque(entry for entry in self._retry if entry[0] > now)
+        self.report.resent += len(due)
+        for _, key, value, attempt in due:
+            self._send_all([(key, value)], attempt)
 
     def flush(self, timeout_s: float = 120.0) -> None:
-        """Wait until every reading is delivered or has failed every attempt.
-
-        kafka-python's flush returns once every queued batch completed, and a batch
-        runs its failure callbacks before it completes, so afterwards every send is
-        either delivered or back in the resend queue.
-        """
+        """Wait until every reading is delivered or has failed every attempt."""
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -177,13 +165,12 @@ class ReadingProducer:
             except KafkaTimeoutError:
                 raise DeliveryError(f"readings still undelivered after {timeout_s:.0f} s "
                                     f"({self.report.last_error})") from None
-            with self._lock:
-                self.report.delivered = self._sent - self._errors
-            if not self._retry:
+            self._settle()
+            if not self._retry and not self._pending:
                 return
             if time.monotonic() > deadline:
-                raise DeliveryError(f"{len(self._retry)} readings still undelivered after {timeout_s:.0f} s "
-                                    f"({self.report.last_error})")
+                raise DeliveryError(f"{len(self._retry) + len(self._pending)} readings still undelivered "
+                                    f"after {timeout_s:.0f} s ({self.report.last_error})")
             time.sleep(min(0.05, self.config.retry_backoff_ms / 1000.0))
             self._resend_due()
 
