@@ -37,6 +37,7 @@ from cluster.initial_model import production_version, train_initial_model
 from cluster.local_ray import RayStartError, ensure_auth_token, start_head, token_source
 from cluster.processes import port_in_use, session_pids, stop_session
 from cluster.progress import StepHandle, Steps
+from cluster.prometheus_config import write_local_config
 from cluster.stack_state import StackState, load_state, remove_state, save_state
 from ingest.broker import BrokerError, ensure_topics, port_open, stop_pid
 from ingest.settings import Settings
@@ -155,6 +156,7 @@ def _start_ray(settings: Settings, state: StackState, run_dir: Path, step: StepH
     state.ray_temp_dir = str(head.temp_dir)
     state.dashboard_url, state.metrics_url = head.dashboard_url, head.metrics_url
     state.token_source = ensure_auth_token()
+    state.prometheus_config = str(write_local_config(run_dir, head.service_discovery_file))
     step.result = f"head at {head.address}, dashboard {head.dashboard_url}, token auth on"
 
 

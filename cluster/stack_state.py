@@ -33,6 +33,7 @@ class StackState:
     dashboard_url: str | None = None
     metrics_url: str | None = None
     token_source: str | None = None
+    prometheus_config: str | None = None
     namespace: str = "smoke"
     # Kafka: the embedded broker we started (broker_pid set) or an existing cluster.
     bootstrap_servers: str | None = None

@@ -153,6 +153,9 @@ def test_up_status_down_end_to_end(stack: Stack) -> None:
     assert "v0002" in [line.strip() for line in job["logs"].splitlines()], job["logs"][-2000:]
 
     # Every other command finds the stack without flags.
+    listed = stack.smoke("alerts", "--minutes", "10", "--json", timeout=60)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert {json.loads(line)["sensor_id"] for line in listed.stdout.splitlines()} & fires
     stream = stack.smoke("stream", "status", "--json", timeout=120)
     assert stream.returncode == 0, stream.stderr[-2000:]
     assert len(json.loads(stream.stdout)["workers"]) == 2

@@ -38,6 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=_status, manages_stack=True)
 
+    alerts = subparsers.add_parser("alerts", help="alerts of the last minutes, read from the alerts topic")
+    alerts.add_argument("--minutes", type=float, default=10.0, help="how far back (default 10)")
+    alerts.add_argument("--bootstrap-servers", help="Kafka host:port (default: the running stack's)")
+    alerts.add_argument("--json", action="store_true", help="print JSON lines, one alert each")
+    alerts.set_defaults(func=_alerts)
+
     down = subparsers.add_parser("down", help="stop everything `smoke up` started")
     down.add_argument("--no-checkpoint", dest="graceful", action="store_false",
                       help="skip the final checkpoint of the stream and Serve's shutdown (faster)")
@@ -91,6 +97,9 @@ def print_started(state: StackState, settings) -> None:
         table.add_row("  dashboard, jobs", state.dashboard_url, "log in with `ray get-auth-token`")
     if state.metrics_url:
         table.add_row("  metrics", state.metrics_url, "Prometheus text format")
+    if state.prometheus_config:
+        table.add_row("  Prometheus config", state.prometheus_config,
+                      f"prometheus --config.file={state.prometheus_config}")
     if state.ray_temp_dir:
         table.add_row("  temp dir", state.ray_temp_dir, "logs in session_latest/logs")
     kafka_note = "embedded broker, memory only" if state.broker_pid else "external"
@@ -136,6 +145,39 @@ def _status(args: argparse.Namespace) -> int:
             table.add_row(check.part, marks[check.healthy], check.detail)
         Console().print(table)
     return 3 if any(c.healthy is False for c in checks) else 0
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    from cluster.health import recent_alerts
+
+    _quiet(args.verbose)
+    # args.settings already carries the running stack's Kafka (cluster.cli attaches it).
+    bootstrap = args.bootstrap_servers or args.settings.kafka.bootstrap_servers
+    if not bootstrap:
+        print("smoke alerts: no Kafka: start the stack with `smoke up` or pass --bootstrap-servers", file=sys.stderr)
+        return 2
+    topic = args.settings.kafka.alerts_topic
+    try:
+        alerts = recent_alerts(bootstrap, topic, args.minutes * 60)
+    except Exception as err:  # kafka-python raises many types; one line is what the operator needs
+        print(f"smoke alerts: cannot read {topic} on {bootstrap}: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        for alert in alerts:
+            print(json.dumps(alert))
+        return 0
+    table = Table(title=f"{len(alerts)} alert messages on {topic} in the last {args.minutes:g} min",
+                  title_justify="left")
+    for column in ("event time", "sensor", "kind", "severity", "state", "score", "model", "alert id"):
+        table.add_column(column)
+    for alert in sorted(alerts, key=lambda a: str(a.get("event_time"))):
+        score = alert.get("score")
+        table.add_row(str(alert.get("event_time", "")), str(alert.get("sensor_id", "")), str(alert.get("kind", "")),
+                      str(alert.get("severity", "")), str(alert.get("state", "")),
+                      f"{score:.3f}" if isinstance(score, float) else str(score),
+                      str(alert.get("model_version") or ""), str(alert.get("alert_id", ""))[:12])
+    Console().print(table)
+    return 0
 
 
 def _down(args: argparse.Namespace) -> int:
