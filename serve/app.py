@@ -96,10 +96,13 @@ def build_app(serve_settings: ServeSettings, registry_dir: str, model_name: str,
               deployment_options: dict[str, Any] | None = None) -> Application:
     """The application for settings in hand; ``deployment_options`` as in a Serve config's deployment entry."""
     config = AppConfig(serve=serve_settings, registry_dir=_resolve(registry_dir), model_name=model_name)
-    deployment = SmokeDetector
-    if deployment_options:
-        deployment = deployment.options(**deployment_options)
-    # max_ongoing_requests must cover a full batch or @serve.batch cannot fill it.
+    options = dict(deployment_options or {})
+    # A replica admits at most max_ongoing_requests at once: below batch_max_size a batch can never fill.
+    ongoing = options.get("max_ongoing_requests", SmokeDetector.max_ongoing_requests)
+    if ongoing < serve_settings.batch_max_size:
+        raise ValueError(f"max_ongoing_requests ({ongoing}) must be >= serve.batch_max_size "
+                         f"({serve_settings.batch_max_size})")
+    deployment = SmokeDetector.options(**options) if options else SmokeDetector
     return deployment.bind(config)
 
 

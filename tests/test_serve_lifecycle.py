@@ -126,6 +126,10 @@ def test_serve_yaml_is_a_valid_serve_config_and_builds():
     assert isinstance(app_builder(BuilderArgs(**app_config.args)), Application)
     with pytest.raises(ValueError, match="unknown_key"):
         app_builder({"unknown_key": 1})
+    from serve.app import build_app
+
+    with pytest.raises(ValueError, match="max_ongoing_requests"):
+        build_app(ServeSettings(batch_max_size=64), "/tmp", MODEL_NAME, {"max_ongoing_requests": 8})
 
 
 def test_api_keys_from_environment_are_comma_separated():
