@@ -10,7 +10,9 @@ the ground-truth incident log:
   raised between the incident's start and its end plus ``grace_s``; *exactly
   one* when one alert is; time-to-detect = event time of the raise - start.
   Only incidents that ended before the run did are scored (the others are
-  counted as ``censored``).
+  counted as ``censored``). An undetected incident that began while the
+  sensor's previous fire alert was still raised is counted as ``merged``
+  (back-to-back incidents page once); it still counts against the rates.
 - **nuisance incidents** (cooking/steam): any ``fire`` alert in the same
   window is a false alert.
 - **quiet time**: ``fire`` alerts outside every incident window of their
@@ -32,6 +34,7 @@ import itertools
 import math
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -58,8 +61,11 @@ class KindQuality:
     censored: int = 0  # still running when the run ended
     detected: int = 0
     exactly_one: int = 0
+    merged: int = 0  # undetected, but began while the sensor's previous fire alert was still raised
     alerts: int = 0  # raised alerts matched to these incidents
     ttd_s: list[float] = field(default_factory=list)
+    # Incidents not detected exactly once: the incident and the raise times (seconds from its start).
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def detection_rate(self) -> float:
@@ -73,9 +79,9 @@ class KindQuality:
         return float(np.percentile(self.ttd_s, q)) if self.ttd_s else math.nan
 
     def summary(self) -> dict[str, Any]:
-        return {"kind": self.kind, "incidents": self.incidents, "censored": self.censored,
+        return {"failures": self.failures, "kind": self.kind, "incidents": self.incidents, "censored": self.censored,
                 "detected": self.detected, "detection_rate": self.detection_rate,
-                "exactly_one": self.exactly_one, "exactly_one_rate": self.exactly_one_rate,
+                "exactly_one": self.exactly_one, "exactly_one_rate": self.exactly_one_rate, "merged": self.merged,
                 "alerts": self.alerts, "ttd_p50_s": self.ttd_percentile(50), "ttd_p95_s": self.ttd_percentile(95),
                 "ttd_max_s": max(self.ttd_s) if self.ttd_s else math.nan}
 
@@ -120,8 +126,10 @@ class QualityReport:
             total.censored += kq.censored
             total.detected += kq.detected
             total.exactly_one += kq.exactly_one
+            total.merged += kq.merged
             total.alerts += kq.alerts
             total.ttd_s += kq.ttd_s
+            total.failures += kq.failures
         return total
 
     def to_markdown(self) -> str:
@@ -130,12 +138,13 @@ class QualityReport:
             f"{self.sensors} sensors x {self.duration_s / 60:.0f} simulated minutes "
             f"({self.readings:,} readings, {self.dropped:,} dropped by the simulator), {self.wall_s:.1f} s wall",
             "",
-            "| incident kind | scored | censored | detected | exactly one alert | TTD p50 (s) | TTD p95 (s) |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| incident kind | scored | censored | detected | exactly one alert | merged | TTD p50 (s) | TTD p95 (s) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for kq in rows:
             lines.append(f"| {kq.kind} | {kq.incidents} | {kq.censored} | {kq.detected} ({_pct(kq.detection_rate)}) "
-                         f"| {kq.exactly_one} ({_pct(kq.exactly_one_rate)}) | {kq.ttd_percentile(50):.1f} "
+                         f"| {kq.exactly_one} ({_pct(kq.exactly_one_rate)}) | {kq.merged} "
+                         f"| {kq.ttd_percentile(50):.1f} "
                          f"| {kq.ttd_percentile(95):.1f} |")
         lines += [
             "",
@@ -184,9 +193,14 @@ def evaluate(simulator: SimulatorSettings, detection: DetectionSettings, duratio
     alerts, sim, readings = run_simulation(simulator, detection, duration_s, model=model, start_time=start_time)
     end_time = start_time + duration_s
     raised: dict[tuple[str, str], list[float]] = defaultdict(list)
+    open_fire: dict[str, list[tuple[float, float]]] = defaultdict(list)  # (raised, cleared) event times
     for a in alerts:
         if a.state == RAISED:
             raised[(a.sensor_id, a.kind)].append(a.event_time)
+            if a.kind == FIRE:
+                open_fire[a.sensor_id].append((a.event_time, math.inf))
+        elif a.kind == FIRE and open_fire[a.sensor_id]:
+            open_fire[a.sensor_id][-1] = (open_fire[a.sensor_id][-1][0], a.event_time)
     windows: dict[str, list[tuple[float, float]]] = defaultdict(list)
     kinds = {k: KindQuality(k) for k in FIRE_KINDS if any(i.kind == k for i in sim.incidents)}
     nuisance_count = nuisance_false = 0
@@ -218,7 +232,8 @@ def evaluate(simulator: SimulatorSettings, detection: DetectionSettings, duratio
         windows[incident.sensor_id].append((incident.start, window_end))
         incident_hours += max(0.0, end - incident.start) / 3600.0
         if incident.is_fire:
-            _score(kinds[incident.kind], incident, raised[(incident.sensor_id, FIRE)], end_time, window_end)
+            _score(kinds[incident.kind], incident, raised[(incident.sensor_id, FIRE)], end_time, window_end,
+                   open_fire[incident.sensor_id])
         else:
             nuisance_count += 1
             nuisance_hours += max(0.0, end - incident.start) / 3600.0
@@ -268,7 +283,7 @@ def _within(times: list[float], lo: float, hi: float) -> list[float]:
 
 
 def _score(quality: KindQuality, incident: Incident, raised_times: list[float], end_time: float,
-           window_end: float) -> None:
+           window_end: float, open_alerts: Sequence[tuple[float, float]] = ()) -> None:
     if incident.end is not None and incident.end > end_time:
         quality.censored += 1
         return
@@ -280,6 +295,13 @@ def _score(quality: KindQuality, incident: Incident, raised_times: list[float], 
         quality.ttd_s.append(hits[0] - incident.start)
     if len(hits) == 1:
         quality.exactly_one += 1
+    elif not hits and any(lo < incident.start <= hi for lo, hi in open_alerts):
+        # The previous incident's alert was still raised when this one began (back-to-back incidents):
+        # the site is already paged, and by design it is not paged again.
+        quality.merged += 1
+    else:
+        quality.failures.append({**asdict(incident), "raised_after_s": [round(t - incident.start, 1) for t in hits],
+                                 "window_end_after_s": round(window_end - incident.start, 1)})
 
 
 def _pct(x: float) -> str:

@@ -253,6 +253,9 @@ class ThresholdSettings(Section):
 class ZScoreSettings(Section):
     alpha: float = Field(0.002, gt=0, lt=1, description="EWMA weight of a normal reading (~500-reading memory: "
                                                      "slower than a smouldering fire's rise, faster than drift)")
+    clean_alpha: float = Field(0.02, gt=0, lt=1, description="EWMA weight of a reading on the clean side of the "
+                                                              "baseline (~50 readings): the baseline tracks clean "
+                                                              "air, like the SGP30's baseline compensation")
     anomalous_alpha_share: float = Field(
         0.05, ge=0, le=1, description="anomalous readings are learnt at alpha x this, so an incident does "
                                       "not become the baseline but a lasting shift eventually does")

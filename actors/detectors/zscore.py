@@ -11,8 +11,12 @@ or very steady sensor has a tiny variance, and without a floor a 1 % bump would
 be "20 sigma". ``threshold x std_floor`` is therefore the smallest excess that
 can fire, in the signal's units (log units for particles and TVOC).
 
-Readings that fire (or come close: half the threshold) are learnt at a much
-smaller weight, and every deviation is clipped to three standard deviations
+Readings on the clean side of the baseline (lower particles, higher SGP30 raw
+ticks) are learnt at the larger ``clean_alpha``, the way the SGP30's own
+baseline compensation tracks the cleanest air it sees: the baseline is a low
+expectile rather than the mean, and it recovers quickly from anything that
+spoilt it. Readings that fire (or come close: half the threshold) are learnt
+at a much smaller weight, and every deviation is clipped to three standard deviations
 before it is learnt (a Huber-style robust EWMA), so an incident neither becomes
 its own baseline nor inflates the variance that the next incident is judged
 by, while a lasting change of the environment is still absorbed eventually.
@@ -88,19 +92,26 @@ class EwmaZScore(Detector):
         count = self.state["count"][slots] + 1
         mean = self.state["mean"][slots]
         var = self.state["var"][slots]
-        alpha = np.full(len(slots), self.settings.alpha)
-        near = np.nan_to_num(scores.ratio, nan=0.0).max(axis=1, initial=0.0) >= _GUARD_RATIO
-        alpha[near] *= self.settings.anomalous_alpha_share
-        # Warm-up: a running average (weight 1/count) so the baseline settles in a few readings.
-        alpha = np.where(count <= self.settings.warmup_readings, np.maximum(alpha, 1.0 / count), alpha)[:, None]
         first = np.isnan(mean)
         diff = np.where(first, 0.0, x - mean)
+        near = np.nan_to_num(scores.ratio, nan=0.0).max(axis=1, initial=0.0) >= _GUARD_RATIO
+        alpha = np.where(near, self.settings.alpha * self.settings.anomalous_alpha_share, self.settings.alpha)
+        # Cleaner than the baseline (the side a fire does not push): learn fast, so a baseline spoilt by
+        # an incident (even one during warm-up) recovers in tens of readings, not hundreds.
+        cleaner = self.sign * diff < 0
+        alpha = np.where(cleaner, self.settings.clean_alpha, alpha[:, None])
+        # Warm-up: a running average (weight 1/count) so the baseline settles in a few readings.
+        warming = (count <= self.settings.warmup_readings)[:, None]
+        alpha = np.where(warming, np.maximum(alpha, 1.0 / count[:, None]), alpha)
         # Huber-style clipping after warm-up: one extreme reading (or a whole incident) moves the baseline
         # and inflates the variance by at most _CLIP_Z standard deviations' worth per reading.
         limit = _CLIP_Z * np.maximum(np.sqrt(var), self.floor)
         warm = (count > self.settings.warmup_readings)[:, None]
         diff = np.where(warm, np.clip(diff, -limit, limit), diff)
-        increment = alpha * diff
-        self.state["mean"][slots] = np.where(first, x, mean + increment)
-        self.state["var"][slots] = np.where(first, 0.0, (1.0 - alpha) * (var + diff * increment))
+        # The spread shrinks back as fast as the mean falls back: a reading well inside the current spread
+        # is learnt at clean_alpha (an inflated variance would blind the detector for hundreds of readings).
+        inside = (diff * diff < var) & ~warming
+        var_alpha = np.where(inside, np.maximum(alpha, self.settings.clean_alpha), alpha)
+        self.state["mean"][slots] = np.where(first, x, mean + alpha * diff)
+        self.state["var"][slots] = np.where(first, 0.0, (1.0 - var_alpha) * (var + var_alpha * diff * diff))
         self.state["count"][slots] = count
