@@ -183,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # The Serve controller and proxy read these when Ray starts them: set before ray.init.
     os.environ.update(SERVE_ENV)
+    # HAProxy's stats and metrics ports default to 8404 and 9101: another Serve with HAProxy on
+    # this host (a running stack) would collide, so take free ones unless told otherwise.
+    for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+        os.environ.setdefault(name, str(free_port()))
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     began = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
