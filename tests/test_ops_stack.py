@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -24,6 +26,7 @@ from cluster.health import recent_alerts
 from cluster.processes import PROC, pid_alive, session_pids, stop_session
 from cluster.stack_state import StackState
 from ingest.broker import free_port, stop_pid
+from ingest.settings import REPO_ROOT
 from ingest.simulator import read_incident_log
 
 pytestmark = pytest.mark.integration
@@ -71,21 +74,45 @@ class Stack:
         return found
 
 
+def cleanup(stack: Stack) -> None:
+    """Whatever the tests did, leave nothing running: stop what the state file names, by session and pid."""
+    state = stack.state()
+    if state is not None:
+        for sid in (state.simulator_pid, state.ray_session_id):
+            if sid is not None and session_pids(sid):
+                stop_session(sid)
+        if state.broker_pid is not None:
+            stop_pid(state.broker_pid)
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    run_dir = Path(tempfile.mkdtemp(prefix="smk", dir="/tmp"))
-    running = Stack(tmp_path, run_dir)
+    running = Stack(tmp_path, Path(tempfile.mkdtemp(prefix="smk", dir="/tmp")))
     try:
         yield running
     finally:
-        # Whatever the test did, leave nothing running: stop what the state file names, by session and pid.
-        state = running.state()
-        if state is not None:
-            for sid in (state.simulator_pid, state.ray_session_id):
-                if sid is not None and session_pids(sid):
-                    stop_session(sid)
-            if state.broker_pid is not None:
-                stop_pid(state.broker_pid)
+        cleanup(running)
+
+
+@dataclass
+class Running:
+    stack: Stack
+    up: subprocess.CompletedProcess
+    state: StackState
+    up_seconds: float
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """One `smoke up` shared by the tests below, in file order; the last one runs `smoke down`."""
+    stack = Stack(tmp_path_factory.mktemp("stack"), Path(tempfile.mkdtemp(prefix="smk", dir="/tmp")))
+    started = time.monotonic()
+    try:
+        result = stack.smoke("up", "--simulate-seconds", "150", "--json")
+        assert result.returncode == 0, result.stderr[-3000:]
+        yield Running(stack, result, StackState(**json.loads(result.stdout)), time.monotonic() - started)
+    finally:
+        cleanup(stack)
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -94,23 +121,24 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     return lines[-1] if lines else ""
 
 
-def test_up_status_down_end_to_end(stack: Stack) -> None:
-    started = time.monotonic()
-    result = stack.smoke("up", "--simulate-seconds", "120", "--json")
-    assert result.returncode == 0, result.stderr[-3000:]
-    state = StackState(**json.loads(result.stdout))
+def test_up_starts_every_part_once(running: Running) -> None:
+    state = running.state
     assert state.unavailable == {}, state.unavailable
     assert state.ray_session_id and session_pids(state.ray_session_id)
-    assert state.broker_pid and state.simulator_pid and state.model_version
+    assert state.broker_pid and state.simulator_pid and state.model_version == "v0001"
     # The progress display leaves one line per step.
     for step in ("Ray", "Kafka", "model", "stream", "serve", "simulator"):
-        assert f"✓ {step}" in result.stderr
-    up_seconds = time.monotonic() - started
+        assert f"✓ {step}" in running.up.stderr
+    assert "trained v0001 on generated data" in running.up.stderr
+    print(f"smoke up took {running.up_seconds:.0f} s")
 
-    again = stack.smoke("up")
+    again = running.stack.smoke("up")
     assert again.returncode == 1
     assert "already running" in one_line_error(again)
 
+
+def test_alerts_predictions_metrics_status_and_jobs(running: Running) -> None:
+    stack, state = running.stack, running.state
     # Alerts for the injected fires arrive on the alerts topic.
     fires: set[str] = set()
     alerted: set[str] = set()
@@ -132,13 +160,13 @@ def test_up_status_down_end_to_end(stack: Stack) -> None:
     assert answer.json()["prediction"] in (0, 1)
 
     # Our metrics are exported at the head's metrics port (Ray reports them every few seconds).
+    needed = ("ray_smoke_events_processed_total", "ray_smoke_alerts_total", "ray_smoke_consumer_lag")
     text = ""
-    deadline = time.monotonic() + 45
-    while time.monotonic() < deadline and "ray_smoke_events_processed_total" not in text:
-        text = httpx.get(state.metrics_url, timeout=10).text
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all(name in text for name in needed):
         time.sleep(2)
-    assert "ray_smoke_events_processed_total" in text
-    assert "ray_smoke_alerts_total" in text
+        text = httpx.get(state.metrics_url, timeout=10).text
+    assert [name for name in needed if name not in text] == []
 
     status = stack.smoke("status", "--json", timeout=120)
     checks = {c["part"]: c for c in json.loads(status.stdout)}
@@ -160,6 +188,46 @@ def test_up_status_down_end_to_end(stack: Stack) -> None:
     assert stream.returncode == 0, stream.stderr[-2000:]
     assert len(json.loads(stream.stdout)["workers"]) == 2
 
+
+@pytest.mark.skipif(shutil.which("prometheus") is None,
+                    reason="no `prometheus` binary (Debian: apt-get install prometheus; .ci/run installs it)")
+def test_prometheus_scrapes_the_stack_and_evaluates_every_dashboard_query(running: Running, tmp_path: Path):
+    state = running.state
+    port = free_port()
+    prometheus = subprocess.Popen(
+        ["prometheus", f"--config.file={state.prometheus_config}", f"--web.listen-address=127.0.0.1:{port}",
+         f"--storage.tsdb.path={tmp_path / 'tsdb'}"],
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("wb"), start_new_session=True)
+    api = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        series: list = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not series:
+            time.sleep(2)
+            try:
+                series = httpx.get(f"{api}/query", params={"query": "ray_smoke_events_processed_total"},
+                                   timeout=5).json()["data"]["result"]
+            except (httpx.HTTPError, KeyError, ValueError):
+                continue
+        assert series, (tmp_path / "prometheus.log").read_text()[-2000:]
+        targets = httpx.get(f"{api}/targets", timeout=5).json()["data"]["activeTargets"]
+        assert targets and all(t["labels"]["job"] == "ray" for t in targets)
+        # Every query of the dashboard and every alert rule is valid PromQL for a real Prometheus.
+        board = json.loads((REPO_ROOT / "configs" / "grafana" / "dashboards" / "smoke.json").read_text())
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                answer = httpx.get(f"{api}/query", params={"query": target["expr"]}, timeout=10).json()
+                assert answer["status"] == "success", (panel["title"], answer)
+        rules = httpx.get(f"{api}/rules", timeout=5).json()["data"]["groups"]
+        assert sum(len(g["rules"]) for g in rules) >= 8
+        assert all(r["health"] != "err" for g in rules for r in g["rules"])
+    finally:
+        stop_session(prometheus.pid, grace_s=5)
+        prometheus.wait(10)
+
+
+def test_down_stops_everything_it_started(running: Running) -> None:
+    stack, state = running.stack, running.state
     down = stack.smoke("down", timeout=180)
     assert down.returncode == 0, down.stderr[-3000:]
     assert not session_pids(state.ray_session_id)
@@ -167,8 +235,6 @@ def test_up_status_down_end_to_end(stack: Stack) -> None:
     assert not pid_alive(state.broker_pid)
     assert stack.processes_mentioning_run_dir() == []
     assert stack.state() is None
-    print(f"smoke up took {up_seconds:.0f} s; the whole run {time.monotonic() - started:.0f} s")
-
     assert stack.smoke("down").stdout.startswith("smoke down: nothing to stop")
 
 
