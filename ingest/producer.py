@@ -264,9 +264,9 @@ def replay_csv_to_kafka(settings: Settings, bootstrap_servers: str, path: str | 
     """
     config = settings.simulator
     scale = None if fast else (speed or config.replay_speed)
-    ensure_topics(bootstrap_servers, settings.kafka)
     plan = replay_schedule(read_kaggle_csv(path), sensors=sensors, sensor_prefix=sensor_prefix,
                            start_time=start_time, max_gap_s=config.replay_max_gap_s)
+    ensure_topics(bootstrap_servers, settings.kafka)
     batches = paced(replay_batches(plan, batch_size=_batch_size(1.0, scale)), scale)
     with ReadingProducer(bootstrap_servers, settings.kafka.topic, config) as producer:
         return publish(producer, ((b.keys, b.messages) for b in batches), total=len(plan),

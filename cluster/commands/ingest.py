@@ -28,11 +28,11 @@ STATE_FILE = "broker.json"
 
 
 def _quiet_kafka(args: argparse.Namespace) -> None:
-    # kafka-python logs every connection at INFO and warns about the admin API version pinned for
-    # Tansu (see ingest.broker); that would tear through the progress line. Our summary line says
-    # what failed and why; -v brings the library's lines back.
+    # kafka-python logs every connection at INFO, warns about the admin API version pinned for Tansu
+    # (see ingest.broker) and logs each failed attempt; that would tear through the progress line.
+    # Our own one line says what failed and why; -v brings the library's lines back.
     if not getattr(args, "verbose", False):
-        logging.getLogger("kafka").setLevel(logging.ERROR)
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -199,7 +199,7 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
 
 def _simulate(args: argparse.Namespace) -> int:
     from ingest.broker import BrokerError
-    from ingest.producer import simulate_to_kafka
+    from ingest.producer import DeliveryError, simulate_to_kafka
     from ingest.simulator import write_simulation
 
     _quiet_kafka(args)
@@ -222,7 +222,7 @@ def _simulate(args: argparse.Namespace) -> int:
             report = simulate_to_kafka(settings, bootstrap, args.duration, sensors=args.sensors, rate=args.rate,
                                        time_scale=args.time_scale, fast=args.fast, incident_log=args.incident_log,
                                        show_progress=True, stop=stop)
-    except BrokerError as err:
+    except (BrokerError, DeliveryError) as err:
         print(f"smoke simulate: {err}", file=sys.stderr)
         return 1
     print(report.summary())
@@ -232,7 +232,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from ingest.broker import BrokerError
     from ingest.kaggle import KaggleFormatError
-    from ingest.producer import replay_csv_to_kafka
+    from ingest.producer import DeliveryError, replay_csv_to_kafka
 
     _quiet_kafka(args)
     try:
@@ -240,7 +240,7 @@ def _replay(args: argparse.Namespace) -> int:
         with _stop_on_sigterm() as stop:
             report = replay_csv_to_kafka(args.settings, bootstrap, args.file, speed=args.speed, fast=args.fast,
                                          sensors=args.sensors, show_progress=True, stop=stop)
-    except (BrokerError, KaggleFormatError) as err:
+    except (BrokerError, DeliveryError, KaggleFormatError) as err:
         print(f"smoke replay: {err}", file=sys.stderr)
         return 1
     print(report.summary())
