@@ -61,9 +61,9 @@ def _start(args: argparse.Namespace) -> int:
     except Exception as err:
         print(f"smoke serve start: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    print(f"serving {settings.serve.app_name} at {url} (docs at {url}/docs)")
+    print(f"serving {settings.serve.app_name} at {url} (docs at {url}/docs)", flush=True)
     if foreground:
-        print("local Ray in this process: Ctrl-C stops serving")
+        print("local Ray in this process: Ctrl-C stops serving", flush=True)
         try:
             while True:
                 time.sleep(3600)
