@@ -91,6 +91,8 @@ class StreamLoop:
         self.published: dict[str, Any] = {"worker": worker_id, "partitions": {}, "totals": dict(self.totals)}
         self._published_at = 0.0
         self.heartbeat = time.monotonic()  # end of the last loop iteration
+        self._needs_recovery = False
+        self._owned: list[int] = []
 
     # Commands from other threads ---------------------------------------------------
 
@@ -115,6 +117,14 @@ class StreamLoop:
     def set_partitions(self, partitions: list[int]) -> list[int]:
         """Own exactly ``partitions``: checkpoint and release the others, restore the new ones."""
         wanted = set(partitions)
+        self._owned = sorted(wanted)  # what recovery restores if this call fails half-way
+        try:
+            return self._set_partitions(wanted)
+        except Exception:
+            self._needs_recovery = True
+            raise
+
+    def _set_partitions(self, wanted: set[int]) -> list[int]:
         released = [p for p in self.states if p not in wanted]
         if released:
             self.checkpoint([self.states[p] for p in released])
@@ -168,20 +178,45 @@ class StreamLoop:
 
     def run(self) -> None:
         while not self._stopping.is_set():
-            self.heartbeat = time.monotonic()
-            try:
-                self.step()
-            except Exception as err:  # bad luck never stops the stream; the cause is logged
-                self.totals["errors"] += 1
-                self.last_error = f"{type(err).__name__}: {err}"
-                log.error("%s: iteration failed, retrying in 1 s: %s", self.worker_id, self.last_error)
-                time.sleep(1.0)
+            self.run_once()
+
+    def run_once(self) -> bool:
+        """One iteration that never raises; False (after a 1 s pause) when it failed."""
+        self.heartbeat = time.monotonic()
+        try:
+            self.step()
+            return True
+        except Exception as err:  # bad luck never stops the stream; the cause is logged
+            self.totals["errors"] += 1
+            self.last_error = f"{type(err).__name__}: {err}"
+            log.error("%s: iteration failed, restoring partitions %s from their snapshots in 1 s: %s",
+                      self.worker_id, self._owned, self.last_error)
+            # The failed batch may have half-updated the state and moved the consumer past
+            # unprocessed records: neither may survive, so start again from the snapshots.
+            self._needs_recovery = True
+            time.sleep(1.0)
+            return False
+
+    def _recover(self) -> None:
+        """Rebuild every owned partition from its snapshot and seek back to its offset."""
+        partitions = list(self._owned)
+        try:
+            self.checkpointer.finish(block=True)
+        except Exception as err:  # the in-flight checkpoint is lost; the previous snapshot rules
+            log.warning("%s: checkpoint in flight failed during recovery: %s", self.worker_id, err)
+        for p in set(partitions) | set(self.states):
+            self.sinks.lake.drop(p)
+        self.states.clear()
+        self.set_partitions(partitions)
+        self._needs_recovery = False
 
     def step(self) -> int:
         """One iteration; returns the number of records polled."""
         self._run_commands()
         if self._stopping.is_set():
             return 0
+        if self._needs_recovery:
+            self._recover()
         if not self.states:
             time.sleep(self.stream.poll_timeout_ms / 1000)
             return 0

@@ -183,3 +183,50 @@ def test_bytes_of_state_per_sensor_are_bounded(settings, n: int) -> None:
     per_sensor = state.nbytes_per_sensor()
     print(f"state bytes per sensor at {n} sensors: {per_sensor}")
     assert 0 < per_sensor < 16_384
+
+
+def test_a_failed_batch_is_replayed_from_the_snapshot_never_half_applied(settings, tmp_path) -> None:
+    """A batch that fails half-way (features updated, engine raised) must leave no trace."""
+    bootstrap = settings.kafka.bootstrap_servers
+    sensors = [f"fx-{i:02d}" for i in range(30)]
+    produce(bootstrap, settings.kafka.topic,
+            [(s.encode(), reading(s, 1_780_000_000.0 + i, i)) for i in range(20) for s in sensors])
+    ends = _ends(bootstrap, settings.kafka.topic)
+    small = {"poll_max_records": 40, "checkpoint_every_messages": 40}
+    faulty_settings = settings.model_copy(update={"stream": settings.stream.model_copy(update=small)})
+    # Its own group too: Kafka's committed offsets are a restore source when there is no snapshot.
+    clean_settings = settings.model_copy(update={
+        "stream": settings.stream.model_copy(update=small | {
+            "checkpoint_dir": str(tmp_path / "clean-ck"), "lake_dir": str(tmp_path / "clean-lake")}),
+        "kafka": settings.kafka.model_copy(update={"group_id": f"{settings.kafka.group_id}-clean"})})
+    faulty, clean = StreamLoop(faulty_settings, bootstrap, "faulty"), StreamLoop(clean_settings, bootstrap, "clean")
+    try:
+        faulty.set_partitions(sorted(ends))
+        clean.set_partitions(sorted(ends))
+        _run_until_caught_up(clean, ends)
+        # Fail the third engine call of partition 0, after its features were already computed.
+        victim = next(iter(faulty.states.values()))
+        calls = {"n": 0}
+        real_process = victim.engine.process
+
+        def flaky(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("injected failure")
+            return real_process(*args, **kwargs)
+
+        victim.engine.process = flaky
+        deadline = time.monotonic() + 60
+        while not all((faulty.states[p].next_offset or 0) >= end for p, end in ends.items()):
+            faulty.run_once()
+            assert time.monotonic() < deadline, faulty.status()
+        assert faulty.totals["errors"] == 1 and calls["n"] >= 3
+        for p in ends:
+            _assert_same_state(clean.states[p], faulty.states[p])
+    finally:
+        clean.shutdown()
+        faulty.shutdown()
+    from tests.test_stream_support import lake_rows
+
+    lake = lake_rows(faulty_settings)
+    assert len(lake) == sum(ends.values()) and not lake.duplicated(["kafka_partition", "kafka_offset"]).any()
