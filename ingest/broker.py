@@ -185,7 +185,8 @@ def ensure_topics(bootstrap_servers: str, kafka: KafkaSettings, retries: int = 5
                 admin.close()
         except (KafkaError, BrokerError) as err:
             if attempt == retries - 1:
-                raise BrokerError(f"cannot create topics on {bootstrap_servers}: {err!r}") from None
+                cause = str(err) if isinstance(err, BrokerError) else repr(err)
+                raise BrokerError(f"cannot create topics on {bootstrap_servers}: {cause}") from None
             time.sleep(delay)
             delay *= 2
 
