@@ -219,20 +219,25 @@ class ZScoreSignal(Section):
                                                "excess that can fire, whatever the sensor's own noise")
     group: str = Field(pattern=r"^(particles|gas|heat|humidity)$",
                        description="evidence channel for fusion")
+    tracks_clean_air: bool = Field(False, description="the baseline follows readings on the clean side fast "
+                                                      "(pollutants: clean air is their floor; not temperature or "
+                                                      "humidity, whose 'other side' is no cleaner)")
 
 
 def _default_zscore_signals() -> dict[str, ZScoreSignal]:
     return {
         # Smoke particles: log scale, floor 0.2 -> 6 x 0.2 = 1.2 log units, about 3.3x the sensor's baseline
         # (twice the SPS30's ~10 % reading-to-reading spread in log units, many times over).
-        "pm2_5_ugm3": ZScoreSignal(direction="up", log=True, std_floor=0.2, group="particles"),
-        "nc0_5_per_cm3": ZScoreSignal(direction="up", log=True, std_floor=0.2, group="particles"),
+        "pm2_5_ugm3": ZScoreSignal(direction="up", log=True, std_floor=0.2, group="particles",
+                                   tracks_clean_air=True),
+        "nc0_5_per_cm3": ZScoreSignal(direction="up", log=True, std_floor=0.2, group="particles",
+                                   tracks_clean_air=True),
         # TVOC: log scale, same floor: about 3.3x the sensor's own baseline.
-        "tvoc_ppb": ZScoreSignal(direction="up", log=True, std_floor=0.2, group="gas"),
+        "tvoc_ppb": ZScoreSignal(direction="up", log=True, std_floor=0.2, group="gas", tracks_clean_air=True),
         # SGP30 raw H2 ticks fall as H2 rises (log-resistance); floor 6 ticks -> a 36-tick fall.
-        "raw_h2_ticks": ZScoreSignal(direction="down", std_floor=6.0, group="gas"),
+        "raw_h2_ticks": ZScoreSignal(direction="down", std_floor=6.0, group="gas", tracks_clean_air=True),
         # eCO2 is computed from H2 by the SGP30; floor 15 ppm -> +90 ppm.
-        "eco2_ppm": ZScoreSignal(direction="up", std_floor=15.0, group="gas"),
+        "eco2_ppm": ZScoreSignal(direction="up", std_floor=15.0, group="gas", tracks_clean_air=True),
         # Heat: floor 0.75 C -> 4.5 C above the sensor's own baseline.
         "temperature_c": ZScoreSignal(direction="up", std_floor=0.75, group="heat"),
         # Humidity rising is the steam/cooking veto (fires dry the air); floor 0.5 %RH -> +3 %RH, well above

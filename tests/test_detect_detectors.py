@@ -92,7 +92,8 @@ def zscore_detector(warmup=20) -> EwmaZScore:
     return EwmaZScore(ZScoreSettings(warmup_readings=warmup, alpha=0.01, signals={
         "temperature_c": ZScoreSignal(direction="up", std_floor=0.5, group="heat"),
         "raw_h2_ticks": ZScoreSignal(direction="down", std_floor=10.0, group="gas"),
-        "pm2_5_ugm3": ZScoreSignal(direction="up", log=True, std_floor=0.25, group="particles")}))
+        "pm2_5_ugm3": ZScoreSignal(direction="up", log=True, std_floor=0.25, group="particles",
+                                   tracks_clean_air=True)}))
 
 
 def quiet_values(rng, n=1):
@@ -288,3 +289,38 @@ def test_slot_arrays_refuse_state_of_the_wrong_shape():
         arrays.import_slot(0, {"mean": [1.0, 2.0]})
     with pytest.raises(ValueError, match="missing"):
         arrays.import_slot(0, {})
+
+
+def test_zscore_baseline_spoilt_during_warmup_recovers_within_tens_of_readings():
+    """A fire in a sensor's first minute must not blind the detector for the rest of the hour."""
+    det, rng = zscore_detector(warmup=20), np.random.default_rng(3)
+    for _ in range(60):  # the sensor comes up inside a fire: PM2.5 ~ 400
+        smoky = quiet_values(rng)
+        smoky[0, M["pm2_5_ugm3"]] = 400.0 * rng.lognormal(0, 0.3)
+        run(det, batch([0], smoky))
+    recovered_after = None
+    for k in range(400):  # clean air again
+        run(det, batch([0], quiet_values(rng)))
+        probe = quiet_values(rng)
+        probe[0, M["pm2_5_ugm3"]] = 15.0  # 10x the clean baseline
+        if recovered_after is None and det.score_batch(batch([0], probe)).ratio[0, 2] >= 1:
+            recovered_after = k
+    assert recovered_after is not None and recovered_after < 150
+
+
+def test_humidity_baseline_does_not_chase_a_fires_dry_air():
+    """Only pollutants track clean air fast: humidity falling in a fire must not make normal air look 'steamy'."""
+    det = EwmaZScore(ZScoreSettings(warmup_readings=20, signals={
+        "humidity_pct": ZScoreSignal(direction="up", std_floor=0.5, group="humidity")}))
+    rng = np.random.default_rng(4)
+
+    def reading(rh):
+        values = np.ones((1, len(MEASUREMENTS)))
+        values[0, M["humidity_pct"]] = rh + rng.normal(0, 0.25)
+        return batch([0], values)
+
+    for _ in range(100):
+        run(det, reading(45.0))
+    for _ in range(300):  # a fire dries the air by 8 %RH for five minutes
+        run(det, reading(37.0))
+    assert det.score_batch(reading(45.0)).ratio[0, 0] < 1.0  # back to normal is not a steam veto

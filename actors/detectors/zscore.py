@@ -11,8 +11,9 @@ or very steady sensor has a tiny variance, and without a floor a 1 % bump would
 be "20 sigma". ``threshold x std_floor`` is therefore the smallest excess that
 can fire, in the signal's units (log units for particles and TVOC).
 
-Readings on the clean side of the baseline (lower particles, higher SGP30 raw
-ticks) are learnt at the larger ``clean_alpha``, the way the SGP30's own
+For pollutants (``tracks_clean_air``), readings on the clean side of the
+baseline (lower particles, higher SGP30 raw ticks) are learnt at the larger
+``clean_alpha``, the way the SGP30's own
 baseline compensation tracks the cleanest air it sees: the baseline is a low
 expectile rather than the mean, and it recovers quickly from anything that
 spoilt it. Readings that fire (or come close: half the threshold) are learnt
@@ -70,6 +71,7 @@ class EwmaZScore(Detector):
         self.log = np.array([s.log for s in signals.values()])
         self.sign = np.array([1.0 if s.direction == "up" else -1.0 for s in signals.values()])
         self.floor = np.array([s.std_floor for s in signals.values()])
+        self.tracks_clean = np.array([s.tracks_clean_air for s in signals.values()])
         self.thresholds = np.full(k, settings.threshold)
 
     def _transform(self, values: np.ndarray) -> np.ndarray:
@@ -95,23 +97,29 @@ class EwmaZScore(Detector):
         first = np.isnan(mean)
         diff = np.where(first, 0.0, x - mean)
         near = np.nan_to_num(scores.ratio, nan=0.0).max(axis=1, initial=0.0) >= _GUARD_RATIO
-        alpha = np.where(near, self.settings.alpha * self.settings.anomalous_alpha_share, self.settings.alpha)
-        # Cleaner than the baseline (the side a fire does not push): learn fast, so a baseline spoilt by
-        # an incident (even one during warm-up) recovers in tens of readings, not hundreds.
-        cleaner = self.sign * diff < 0
-        alpha = np.where(cleaner, self.settings.clean_alpha, alpha[:, None])
-        # Warm-up: a running average (weight 1/count) so the baseline settles in a few readings.
-        warming = (count <= self.settings.warmup_readings)[:, None]
-        alpha = np.where(warming, np.maximum(alpha, 1.0 / count[:, None]), alpha)
+        base = np.where(near, self.settings.alpha * self.settings.anomalous_alpha_share, self.settings.alpha)
+        base = np.broadcast_to(base[:, None], diff.shape)
         # Huber-style clipping after warm-up: one extreme reading (or a whole incident) moves the baseline
         # and inflates the variance by at most _CLIP_Z standard deviations' worth per reading.
+        warming = (count <= self.settings.warmup_readings)[:, None]
         limit = _CLIP_Z * np.maximum(np.sqrt(var), self.floor)
-        warm = (count > self.settings.warmup_readings)[:, None]
-        diff = np.where(warm, np.clip(diff, -limit, limit), diff)
-        # The spread shrinks back as fast as the mean falls back: a reading well inside the current spread
-        # is learnt at clean_alpha (an inflated variance would blind the detector for hundreds of readings).
-        inside = (diff * diff < var) & ~warming
-        var_alpha = np.where(inside, np.maximum(alpha, self.settings.clean_alpha), alpha)
-        self.state["mean"][slots] = np.where(first, x, mean + alpha * diff)
-        self.state["var"][slots] = np.where(first, 0.0, (1.0 - var_alpha) * (var + var_alpha * diff * diff))
+        clipped = np.where(warming, diff, np.clip(diff, -limit, limit))
+        # Cleaner than the baseline (the side a fire does not push): the mean follows fast and unclipped,
+        # so a baseline spoilt by an incident (even one during warm-up) falls back to clean air in tens of
+        # readings; and the spread shrinks back as fast (a reading inside it is learnt at clean_alpha),
+        # while it only grows at the slow rate.
+        cleaner = (self.sign * diff < 0) & self.tracks_clean
+        mean_alpha = np.where(cleaner, self.settings.clean_alpha, base)
+        mean_step = np.where(cleaner, diff, clipped)
+        inside = clipped * clipped < var
+        var_alpha = np.where(inside, np.maximum(base, self.settings.clean_alpha), base)
+        # Warm-up: a running average (weight 1/count) so the baseline settles in a few readings.
+        running = 1.0 / count[:, None]
+        mean_alpha = np.where(warming, np.maximum(mean_alpha, running), mean_alpha)
+        var_alpha = np.where(warming, np.maximum(var_alpha, running), var_alpha)
+        self.state["mean"][slots] = np.where(first, x, mean + mean_alpha * mean_step)
+        # Clean-side deviations beyond the spread are the baseline's error, not spread: they never widen it.
+        spread_step = np.where(cleaner, np.minimum(clipped * clipped, var), clipped * clipped)
+        spread_step = np.where(warming, clipped * clipped, spread_step)
+        self.state["var"][slots] = np.where(first, 0.0, (1.0 - var_alpha) * (var + var_alpha * spread_step))
         self.state["count"][slots] = count
