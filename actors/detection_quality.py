@@ -315,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--incidents-per-sensor-hour", type=float, default=None)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--with-model", action="store_true",
+                        help="add the registry's production model (train.registry) as the ML channel")
     parser.add_argument("--state-bytes", type=int, metavar="SENSORS",
                         help="instead, measure the engine's state per sensor with this many sensors")
     args = parser.parse_args(argv)
@@ -328,7 +330,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.incidents_per_sensor_hour is not None:
         update["incidents_per_sensor_hour"] = args.incidents_per_sensor_hour
     simulator = settings.simulator.model_copy(update=update)
-    report = evaluate(simulator, settings.detection, args.minutes * 60.0)
+    model = None
+    if args.with_model:
+        from train.registry import ModelRegistry
+
+        model = ModelRegistry(settings.train.registry_dir, settings.train.model_name).load()
+        print(f"with model {model!r}, threshold {model.threshold}")
+    report = evaluate(simulator, settings.detection, args.minutes * 60.0, model=model)
     if args.json:
         import orjson
 
