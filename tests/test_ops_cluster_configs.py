@@ -54,6 +54,11 @@ def test_config_installs_the_package_and_starts_ray_securely(path: Path):
     workers = " ".join(config["worker_start_ray_commands"])
     assert "--address=$RAY_HEAD_IP:6379" in workers and "RAY_AUTH_MODE=token" in workers
     assert "--metrics-export-port=8080" in workers
+    # Restarts stop only the session the previous start created, never every Ray of the user.
+    for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
+        assert commands[0] == "~/venv/bin/python -m cluster.node_session stop"
+        assert "cluster.node_session start -- ~/venv/bin/ray start" in commands[1]
+        assert not any("ray stop" in command for command in commands)
 
 
 def test_a_broken_config_is_rejected():

@@ -173,3 +173,25 @@ def test_status_and_down_without_a_stack(tmp_path):
     down = subprocess.run([sys.executable, "-m", "cluster.cli", "down"], env=env, capture_output=True, text=True,
                           timeout=60)
     assert down.returncode == 0 and "nothing to stop" in down.stdout
+
+
+def test_node_session_stops_only_the_recorded_session(tmp_path):
+    from cluster import node_session
+
+    record = tmp_path / "ray-session.json"
+    # Like `ray start`: the command returns while what it started keeps running in its session.
+    assert node_session.start(["sh", "-c", "sleep 60 & exit 0"], record) == 0
+    sid = json.loads(record.read_text())["session_id"]
+    assert len(session_pids(sid)) == 1
+    assert node_session.stop(record, grace_s=2) == 1
+    assert session_pids(sid) == [] and not record.exists()
+    assert node_session.stop(record) == 0  # nothing recorded: nothing stopped
+
+    node_session.start(["sh", "-c", "sleep 60 & exit 0"], record)
+    sid = json.loads(record.read_text())["session_id"]
+    record.write_text(json.dumps({"session_id": sid, "boot_id": "an-earlier-boot"}))
+    try:
+        assert node_session.stop(record) == 0  # a record from another boot may name someone else's session
+        assert len(session_pids(sid)) == 1
+    finally:
+        stop_session(sid, grace_s=1)
