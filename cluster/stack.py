@@ -130,6 +130,8 @@ def _check_free_ports(settings: Settings) -> None:
         if host:
             raise StackError(f"port {settings.kafka.embedded_port} (kafka.embedded_port) is already in use on {host}:"
                              f" set SMOKE_KAFKA__EMBEDDED_PORT to a free port, or 0 to pick one")
+    if settings.ray.address:
+        return  # Serve's proxy will run on that cluster's nodes, not here
     host = port_in_use(settings.serve.port, (settings.serve.host,))
     if host:
         raise StackError(f"port {settings.serve.port} (serve.port) is already in use on {host}: "

@@ -195,3 +195,14 @@ def test_node_session_stops_only_the_recorded_session(tmp_path):
         assert len(session_pids(sid)) == 1
     finally:
         stop_session(sid, grace_s=1)
+
+
+def test_a_missing_default_token_is_generated_owner_only(tmp_path):
+    # In a process of its own with its own HOME: Ray's default token path is ~/.ray/auth_token.
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    code = "from cluster.local_ray import ensure_auth_token; print(ensure_auth_token())"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    token = tmp_path / ".ray" / "auth_token"
+    assert result.stdout.strip() == str(token)
+    assert len(token.read_text().strip()) >= 32 and token.stat().st_mode & 0o777 == 0o600
