@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,11 @@ import httpx
 import pytest
 
 from cluster.health import recent_alerts
+from cluster.local_ray import start_head, with_free_ports
 from cluster.processes import PROC, pid_alive, session_pids, stop_session
 from cluster.stack_state import StackState
-from ingest.broker import free_port, stop_pid
-from ingest.settings import REPO_ROOT
+from ingest.broker import free_port, partition_count, port_open, stop_pid
+from ingest.settings import REPO_ROOT, RaySettings
 from ingest.simulator import read_incident_log
 
 pytestmark = pytest.mark.integration
@@ -278,3 +280,41 @@ def test_port_taken_is_one_clear_line_and_starts_nothing(stack: Stack) -> None:
     assert stack.state() is None
     assert stack.processes_mentioning_run_dir() == []
 
+
+
+def test_up_and_down_on_an_existing_ray_and_kafka(stack: Stack, broker) -> None:
+    """`smoke up` pointed at a cluster and a Kafka it did not start uses them, and `smoke down` leaves them running."""
+    ports = {name: free_port() for name in ("port", "dashboard_port", "metrics_export_port")}
+    head = start_head(with_free_ports(RaySettings(**ports, num_cpus=2)), stack.run_dir / "external")
+    try:
+        suffix = uuid.uuid4().hex[:8]
+        stack.env.update({
+            "SMOKE_RAY__ADDRESS": head.address, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "SMOKE_KAFKA__TOPIC": f"readings_{suffix}", "SMOKE_KAFKA__ALERTS_TOPIC": f"alerts_{suffix}",
+            "SMOKE_KAFKA__DLQ_TOPIC": f"readings_{suffix}.dlq", "SMOKE_KAFKA__PARTITIONS": "2",
+            "SMOKE_STREAM__WORKERS": "1",
+        })
+        result = stack.smoke("up", "--skip", "model", "--skip", "serve", "--no-simulator", "--json")
+        assert result.returncode == 0, result.stderr[-3000:]
+        state = StackState(**json.loads(result.stdout))
+        assert state.ray_address == head.address and state.ray_session_id is None
+        assert state.bootstrap_servers == broker.bootstrap_servers and state.broker_pid is None
+        assert partition_count(broker.bootstrap_servers, f"readings_{suffix}") == 2
+        assert state.stream_name and state.unavailable == {}
+
+        status = stack.smoke("status", "--json", timeout=120)
+        checks = {c["part"]: c for c in json.loads(status.stdout)}
+        assert checks["ray"]["healthy"] and checks["kafka"]["healthy"] and checks["stream"]["healthy"], checks
+        assert checks["serve"]["healthy"] is None  # not started: reported, not counted as down
+
+        down = stack.smoke("down", timeout=180)
+        assert down.returncode == 0, down.stderr[-3000:]
+        assert "stream" in down.stdout
+        # The cluster and the broker are someone else's: still running, and our stream is gone from it.
+        assert session_pids(head.session_id)
+        assert port_open("127.0.0.1", int(broker.bootstrap_servers.rsplit(":", 1)[1]))
+        after = stack.smoke("stream", "status", "--address", head.address, timeout=120)
+        assert after.returncode == 3 and "not running" in after.stdout
+    finally:
+        stop_session(head.session_id)
+    assert not session_pids(head.session_id)
