@@ -246,6 +246,7 @@ def _start_simulator(settings: Settings, state: StackState, options: UpOptions, 
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True, env={**os.environ, "TERM": "dumb"})
     state.simulator_pid, state.simulator_log, state.incident_log = process.pid, str(log_path), str(incident_log)
+    # A simulator that cannot start (bad settings, Kafka unreachable) exits within a second: say so here.
     time.sleep(1.0)
     if process.poll() is not None and process.returncode != 0:
         raise StackError(f"the simulator exited with code {process.returncode} (see {log_path})")
