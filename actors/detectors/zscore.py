@@ -48,6 +48,8 @@ from ingest.settings import ZScoreSettings
 _GUARD_RATIO = 0.5
 # Deviations beyond this many standard deviations are learnt as if they were this large.
 _CLIP_Z = 3.0
+# A spread wider than this many floors is taken as spoilt (e.g. learnt during a fire in warm-up).
+_INFLATED = 5.0
 
 
 class EwmaZScore(Detector):
@@ -106,20 +108,25 @@ class EwmaZScore(Detector):
         clipped = np.where(warming, diff, np.clip(diff, -limit, limit))
         # Cleaner than the baseline (the side a fire does not push): the mean follows fast and unclipped,
         # so a baseline spoilt by an incident (even one during warm-up) falls back to clean air in tens of
-        # readings; and the spread shrinks back as fast (a reading inside it is learnt at clean_alpha),
-        # while it only grows at the slow rate.
+        # readings; and an inflated spread shrinks back as fast (a reading inside it is learnt at
+        # clean_alpha), while it only grows at the slow rate.
         cleaner = (self.sign * diff < 0) & self.tracks_clean
         mean_alpha = np.where(cleaner, self.settings.clean_alpha, base)
         mean_step = np.where(cleaner, diff, clipped)
-        inside = clipped * clipped < var
+        # Fast shrinking only while the spread is implausibly wide for sensor noise (above _INFLATED x its
+        # floor: spoilt by an incident); below that the variance is learnt symmetrically, unbiased.
+        inflated = var > (_INFLATED * self.floor) ** 2
+        inside = (clipped * clipped < var) & inflated
         var_alpha = np.where(inside, np.maximum(base, self.settings.clean_alpha), base)
         # Warm-up: a running average (weight 1/count) so the baseline settles in a few readings.
         running = 1.0 / count[:, None]
         mean_alpha = np.where(warming, np.maximum(mean_alpha, running), mean_alpha)
         var_alpha = np.where(warming, np.maximum(var_alpha, running), var_alpha)
         self.state["mean"][slots] = np.where(first, x, mean + mean_alpha * mean_step)
-        # Clean-side deviations beyond the spread are the baseline's error, not spread: they never widen it.
-        spread_step = np.where(cleaner, np.minimum(clipped * clipped, var), clipped * clipped)
+        # Clean-side deviations beyond the clip are the baseline's error (it is recovering), not spread:
+        # they never widen it. Within the clip they are ordinary noise and count in full.
+        beyond = np.abs(diff) > limit
+        spread_step = np.where(cleaner & beyond, var, clipped * clipped)
         spread_step = np.where(warming, clipped * clipped, spread_step)
         self.state["var"][slots] = np.where(first, 0.0, (1.0 - var_alpha) * (var + var_alpha * spread_step))
         self.state["count"][slots] = count
