@@ -1,4 +1,4 @@
-"""``smoke up | status | down``: the whole local stack in one command each.
+"""``smoke up | status | alerts | down``: the whole local stack in one command each.
 
 ``make up`` runs ``smoke up``. What it starts is recorded in
 ``<ray.run_dir>/stack.json``; ``smoke down`` stops exactly that (never with
@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     down = subparsers.add_parser("down", help="stop everything `smoke up` started")
     down.add_argument("--no-checkpoint", dest="graceful", action="store_false",
-                      help="skip the final checkpoint of the stream and Serve's shutdown (faster)")
+                      help="stop the stream without its final checkpoint (faster; it resumes from the last one)")
     down.set_defaults(func=_down, manages_stack=True)
 
 
