@@ -134,7 +134,9 @@ def _status(args: argparse.Namespace) -> int:
     if state is None:
         print(f"smoke status: no stack is running (no {state_path(args.settings)}); start one with `smoke up`")
         return 3
-    checks = check_stack(args.settings, state, alert_window_s=args.alert_window * 60)
+    # Connecting to Ray and reading the alerts topic take seconds: show that something happens.
+    with Console(stderr=True).status("checking Ray, Kafka, the stream, Serve, the model, alerts and metrics"):
+        checks = check_stack(args.settings, state, alert_window_s=args.alert_window * 60)
     if args.json:
         print(json.dumps([asdict(c) for c in checks], indent=2))
     else:
