@@ -50,6 +50,8 @@ def test_ray_nodes_carry_the_token_and_point_at_kafka():
     # Workers scale with `docker compose up --scale ray-worker=N`: no fixed name or host port.
     assert "container_name" not in SERVICES["ray-worker"] and "ports" not in SERVICES["ray-worker"]
     assert SERVICES["ray-worker"]["deploy"]["replicas"] >= 1
+    assert all(SERVICES[name]["init"] is True for name in ("ray-head", "ray-worker"))
+    assert SERVICES["ray-head"]["shm_size"] == "2gb"
 
 
 @pytest.mark.parametrize("name", LONG_RUNNING)
