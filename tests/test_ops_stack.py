@@ -85,6 +85,8 @@ def cleanup(stack: Stack) -> None:
                 stop_session(sid)
         if state.broker_pid is not None:
             stop_pid(state.broker_pid)
+    # Ray's temp dir holds every log of the run (tens of MB); it lives outside pytest's tmp_path.
+    shutil.rmtree(stack.run_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -318,3 +320,4 @@ def test_up_and_down_on_an_existing_ray_and_kafka(stack: Stack, broker) -> None:
     finally:
         stop_session(head.session_id)
     assert not session_pids(head.session_id)
+    assert stack.processes_mentioning_run_dir() == []
