@@ -153,7 +153,7 @@ def create_api(backend: Backend) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Hot reload: poll the registry alias; loading runs in a thread so requests keep flowing.
-        task = asyncio.create_task(_poll(server, settings.reload_poll_s))
+        task = asyncio.create_task(_poll(server, metrics, settings.reload_poll_s))
         try:
             yield
         finally:
@@ -402,10 +402,12 @@ def create_api(backend: Backend) -> FastAPI:
     return app
 
 
-async def _poll(server: ModelServer, interval_s: float) -> None:
+async def _poll(server: ModelServer, metrics: ServeMetrics, interval_s: float) -> None:
+    """Every ``interval_s``: pick up a newly promoted model, then export feature drift."""
     while True:
         await asyncio.sleep(interval_s)
         try:
             await asyncio.to_thread(server.refresh)
+            metrics.feature_drift(await asyncio.to_thread(server.drift))
         except Exception as err:  # keep polling: the next read may succeed
             logger.error("model poll failed, will retry in %.1f s: %s: %s", interval_s, type(err).__name__, err)

@@ -48,6 +48,9 @@ class ServeMetrics:
                 "latency": metrics.Histogram(
                     "smoke_prediction_latency_seconds", "time from request parsed to prediction ready",
                     boundaries=LATENCY_BOUNDARIES, tag_keys=("variant",)),
+                "drift": metrics.Gauge(
+                    "smoke_feature_drift_psi", "PSI of recent request features against the model's training data",
+                    tag_keys=("feature",)),
                 "version": metrics.Gauge(
                     "smoke_model_version", "1 for the model version a variant serves, 0 after it is replaced",
                     tag_keys=("component", "version")),
@@ -77,6 +80,11 @@ class ServeMetrics:
         if self._ray is not None:
             for variant in variants:
                 self._ray["latency"].observe(seconds, tags={"variant": variant})
+
+    def feature_drift(self, psi: dict[str, float]) -> None:
+        if self._ray is not None:
+            for feature, value in psi.items():
+                self._ray["drift"].set(value, tags={"feature": feature})
 
     def model_version(self, version: str, active: bool) -> None:
         if self._ray is not None:

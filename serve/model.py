@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -24,10 +25,16 @@ import numpy as np
 
 from ingest.settings import ServeSettings, ServeVariant
 from serve.ab import ABSplit
+from train.drift import DriftReference
 from train.features import POINT_FEATURES, point_features
 from train.registry import PRODUCTION, LoadedModel, ModelRegistry, RegistryError
 
 logger = logging.getLogger(__name__)
+
+# Drift is measured on the most recent rows the primary variant scored; fewer rows than the
+# minimum give PSI values dominated by sampling noise, so none are reported then.
+DRIFT_WINDOW_ROWS = 5_000
+DRIFT_MIN_ROWS = 200
 
 
 class NoModelError(RuntimeError):
@@ -80,6 +87,10 @@ class ModelServer:
         self._load_lock = threading.Lock()  # one loader at a time (poller and /model/reload)
         self.last_refresh = time.monotonic()  # end of the last refresh, for the replica health check
         self.on_swap = None  # callback(old_version | None, new_version), for the version gauge
+        # Recent feature rows of the primary variant (its model's columns), for drift against training.
+        self._recent: deque[np.ndarray] = deque()
+        self._recent_rows = 0
+        self._drift_reference: tuple[str, DriftReference | None] | None = None  # (version, reference)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -116,6 +127,9 @@ class ModelServer:
                 old = slot.model.version if slot.model else None
                 # Model and columns are swapped as one tuple assignment: a scorer reads both together.
                 slot.model, slot.columns, slot.error = model, columns, None
+                if slot is self.slots[0]:
+                    self._recent.clear()
+                    self._recent_rows = 0
                 switched.append(slot.name)
                 logger.info("variant %s now serves %s:%s (was %s)", slot.name, model.name, model.version, old)
                 if self.on_swap is not None:
@@ -152,7 +166,10 @@ class ModelServer:
             model, columns = slot.model, slot.columns  # take both once: a swap may happen meanwhile
             if model is None:
                 raise NoModelError(f"variant {slot.name}: no model loaded ({slot.error or 'loading'})")
-            p = model.predict_proba(features[rows][:, columns])
+            x = features[rows][:, columns]
+            p = model.predict_proba(x)
+            if k == 0:
+                self._remember(x)
             y = (p >= model.threshold).astype(np.int64)
             probability[rows] = p
             prediction[rows] = y
@@ -172,6 +189,34 @@ class ModelServer:
             except Exception as err:  # the shadow must never fail a request
                 logger.error("shadow %s failed, ignored: %s", model.version, err)
         return Scored(probability, prediction, threshold, variant, version, shadow, groups)
+
+    def _remember(self, x: np.ndarray) -> None:
+        self._recent.append(x)
+        self._recent_rows += len(x)
+        while self._recent_rows - len(self._recent[0]) >= DRIFT_WINDOW_ROWS:
+            self._recent_rows -= len(self._recent.popleft())
+
+    def drift(self) -> dict[str, float]:
+        """PSI per feature of the primary variant's recent inputs against its training data.
+
+        Empty when too few rows were scored since the model was loaded, or when the model
+        version has no stored reference (then one line is logged, once per version).
+        """
+        model = self.primary.model
+        if model is None or self._recent_rows < DRIFT_MIN_ROWS:
+            return {}
+        if self._drift_reference is None or self._drift_reference[0] != model.version:
+            try:
+                reference = model.drift_reference()
+            except Exception as err:  # an old version without a reference: no drift, not an outage
+                logger.warning("model %s has no drift reference, PSI not reported: %s", model.version, err)
+                reference = None
+            self._drift_reference = (model.version, reference)
+        reference = self._drift_reference[1]
+        recent = np.vstack(list(self._recent))
+        if reference is None or recent.shape[1] != len(reference.feature_names):
+            return {}
+        return reference.psi(recent)
 
     def describe(self) -> list[dict]:
         return [{"name": s.name, "ref": s.ref, "weight": float(share),

@@ -346,9 +346,12 @@ def test_fuzz_raw_bytes_never_5xx(client, raw):
 def test_custom_metrics_exported_beside_serve_metrics(client, ray_cluster):
     client.post("/predict", json=SEED)
     client.post("/predict", json=_with(SEED, TVOC="bad"))
+    # Enough rows for drift: all at one temperature, far from the training spread of it.
+    assert client.post("/predict/batch", json=[_with(SEED, Temperature=55.0)] * 300).status_code == 200
     port = ray_cluster.head_node.metrics_export_port
     wanted = ("ray_smoke_predictions_total", "ray_smoke_validation_failures_total",
-              "ray_smoke_prediction_latency_seconds_bucket", "ray_smoke_model_version", "ray_serve_")
+              "ray_smoke_prediction_latency_seconds_bucket", "ray_smoke_model_version", "ray_serve_",
+              'ray_smoke_feature_drift_psi{')
     deadline = time.monotonic() + 45
     text = ""
     while time.monotonic() < deadline:
@@ -364,3 +367,6 @@ def test_custom_metrics_exported_beside_serve_metrics(client, ray_cluster):
                if line.startswith("ray_smoke_validation_failures_total{"))
     assert any('version="v0001"' in line and 'component="serve"' in line and line.endswith(" 1.0")
                for line in text.splitlines() if line.startswith("ray_smoke_model_version{"))
+    psi = {line.split('feature="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+           for line in text.splitlines() if line.startswith("ray_smoke_feature_drift_psi{")}
+    assert psi["temperature_c"] > 1.0, psi  # one value far from training: strong drift
