@@ -119,25 +119,11 @@ class SlotArrays:
         return sum(a.itemsize * int(np.prod(a.shape[1:], dtype=np.int64)) for a in self.arrays.values())
 
 
-class Detector(ABC):
-    """One idea of what is abnormal about a reading; see the module docstring."""
+class SlotStateOwner:
+    """Per-sensor state kept in :class:`SlotArrays`, for the engine's slot table, snapshots and eviction."""
 
-    name: str = "detector"
-    # True: score/learn need each sensor's readings in time order, one per sensor per call.
-    sequential: bool = False
+    state: SlotArrays
 
-    def __init__(self, state: dict[str, tuple[tuple[int, ...], Any, Any]] | None = None,
-                 capacity: int = 64) -> None:
-        self.state = SlotArrays(state or {}, capacity)
-
-    @abstractmethod
-    def score_batch(self, batch: ReadingBatch) -> Scores:
-        """Score each row against the state before it; must not change state."""
-
-    def learn_batch(self, batch: ReadingBatch, scores: Scores) -> None:  # noqa: B027 - stateless by default
-        """Fold the rows into the per-sensor state (``scores`` are this detector's own for the rows)."""
-
-    # Per-sensor state, for the engine's slot table, snapshots and eviction.
     def resize(self, capacity: int) -> None:
         self.state.resize(capacity)
 
@@ -152,6 +138,25 @@ class Detector(ABC):
 
     def nbytes_per_slot(self) -> int:
         return self.state.nbytes_per_slot()
+
+
+class Detector(SlotStateOwner, ABC):
+    """One idea of what is abnormal about a reading; see the module docstring."""
+
+    name: str = "detector"
+    # True: score/learn need each sensor's readings in time order, one per sensor per call.
+    sequential: bool = False
+
+    def __init__(self, state: dict[str, tuple[tuple[int, ...], Any, Any]] | None = None,
+                 capacity: int = 64) -> None:
+        self.state = SlotArrays(state or {}, capacity)
+
+    @abstractmethod
+    def score_batch(self, batch: ReadingBatch) -> Scores:
+        """Score each row against the state before it; must not change state."""
+
+    def learn_batch(self, batch: ReadingBatch, scores: Scores) -> None:
+        """Fold the rows into the per-sensor state (``scores`` are this detector's own for the rows)."""
 
 
 def ratio_of(observed: np.ndarray, threshold: np.ndarray) -> np.ndarray:

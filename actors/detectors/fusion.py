@@ -35,11 +35,10 @@ np.float64(0.0)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from actors.detectors.base import Scores, SlotArrays
+from actors.detectors.base import Scores, SlotArrays, SlotStateOwner
 from ingest.settings import FusionSettings
 
 FIRE_CHANNELS: tuple[str, ...] = ("particles", "gas", "heat", "model")
@@ -89,7 +88,7 @@ def fire_evidence(scores: list[Scores], raised: np.ndarray, settings: FusionSett
     return FireEvidence(anomalous, channels, critical, vetoed, strength)
 
 
-class HysteresisFusion:
+class HysteresisFusion(SlotStateOwner):
     """k-of-n raise, m-normal clear, per sensor slot; :meth:`update` takes one reading per slot."""
 
     def __init__(self, k: int, n: int, m: int, capacity: int = 64) -> None:
@@ -146,17 +145,3 @@ class HysteresisFusion:
         return raise_rows, clear_rows
 
     # Per-sensor state, like a detector's.
-    def resize(self, capacity: int) -> None:
-        self.state.resize(capacity)
-
-    def reset_slot(self, slot: int) -> None:
-        self.state.reset_slot(slot)
-
-    def export_slot(self, slot: int) -> dict[str, Any]:
-        return self.state.export_slot(slot)
-
-    def import_slot(self, slot: int, data: dict[str, Any]) -> None:
-        self.state.import_slot(slot, data)
-
-    def nbytes_per_slot(self) -> int:
-        return self.state.nbytes_per_slot()
