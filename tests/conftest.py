@@ -7,10 +7,21 @@ teardown stops only what this session started (never ``ray stop``).
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import Iterator
 
 import pytest
+
+# Token authentication stays on in tests, as in production (Ray 2.60's default). Ray reads the
+# mode once per process, and processes it spawns read it from the environment, so it is fixed
+# here, before anything starts Ray: otherwise a test that sets it later (the smoke CLI does)
+# leaves a GCS in token mode and a driver that does not send one. A session token in the
+# environment serves every Ray this session starts, in-process or in subprocesses, without
+# touching the user's ~/.ray/auth_token.
+os.environ["RAY_AUTH_MODE"] = "token"
+if not os.environ.get("RAY_AUTH_TOKEN") and not os.environ.get("RAY_AUTH_TOKEN_PATH"):
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 from ingest.broker import EmbeddedBroker, ensure_topics
 from ingest.settings import KafkaSettings, Settings, load_settings
