@@ -6,10 +6,13 @@ teardown stops only what this session started (never ``ray stop``).
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +32,9 @@ from ingest.settings import KafkaSettings, Settings, load_settings
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--full", action="store_true", help="run the long reliability scenarios")
+    parser.addoption("--reliability-out", metavar="PATH", default=None,
+                     help="write the figures the reliability scenarios measured to this JSON file "
+                          "(RELIABILITY.md is rendered from it by `python -m bench.reliability_report`)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -38,6 +44,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "full" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def reliability_record(request: pytest.FixtureRequest) -> Iterator[Callable[..., None]]:
+    """``record(scenario, **figures)``: keep what a reliability scenario measured.
+
+    Figures are JSON values (counts, seconds, bytes). With ``--reliability-out PATH`` they are
+    written at the end of the session, with the command line and the mode (short or full), so
+    that RELIABILITY.md quotes a run rather than typed numbers.
+    """
+    recorded: dict[str, dict] = {}
+
+    def record(scenario: str, **figures: object) -> None:
+        recorded.setdefault(scenario, {}).update(figures)
+
+    yield record
+    out = request.config.getoption("--reliability-out")
+    if out and recorded:
+        Path(out).write_text(json.dumps({
+            "command": "python -m pytest " + " ".join(request.config.invocation_params.args),
+            "mode": "full" if request.config.getoption("--full") else "short",
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(),
+            "scenarios": recorded,
+        }, indent=2, sort_keys=True) + "\n")
 
 
 @pytest.fixture(scope="session")
