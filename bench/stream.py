@@ -11,7 +11,10 @@ Measures, against one embedded broker and one local Ray started here:
    ``orjson``-decodes the same topic (same process count: one worker against one
    consumer). Ratio = ours / ceiling. Throughput is rows / (last - first
    ``processed_at`` in the lake), so actor start-up is not counted.
-   The same topic is then read again by 2 workers (``ratio_2_workers``).
+   The same topic is then read again by 2 workers (``ratio_2_workers``), and by
+   **Bytewax** (one worker, its own Kafka source, a per-sensor EWMA job:
+   ``bench.stream_bytewax``, in a subprocess) when the ``bench`` extra is installed
+   (``pip install -e '.[bench]'``); ratio = ours / Bytewax.
 2. **End-to-end latency** at 1,000 and 5,000 readings/s, paced by a producer in
    this process: per reading, ``processed_at`` (detection done) minus the broker
    record's timestamp (the producer's send time); p50 / p99.
@@ -25,9 +28,11 @@ Results go to ``bench/results/stream.json``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import pickle
 import platform
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -86,6 +91,16 @@ def ceiling(bootstrap: str, topic: str, partitions: int, n: int) -> float:
     elapsed = time.perf_counter() - (first or time.perf_counter())
     consumer.close(autocommit=False)
     return seen / elapsed if elapsed > 0 else 0.0
+
+
+def bytewax_rate(bootstrap: str, topic: str) -> dict[str, float] | None:
+    """Bytewax's per-sensor EWMA job over the topic (``bench.stream_bytewax``); None if not installed."""
+    if importlib.util.find_spec("bytewax") is None:
+        print("bytewax is not installed (pip install -e '.[bench]'): skipping the Bytewax comparison", flush=True)
+        return None
+    out = subprocess.run([sys.executable, "-m", "bench.stream_bytewax", "--bootstrap-servers", bootstrap,
+                          "--topic", topic], cwd=ROOT, capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def run_stream(settings, items_or_none, rate: float | None, expect: int, timeout_s: float = 120.0):
@@ -167,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
     }
     with EmbeddedBroker() as broker, TemporaryDirectory() as tmp:
-        ray.init(num_cpus=4, include_dashboard=False, namespace="bench-stream", log_to_driver=False)
+        # address="local": always a fresh Ray of our own, never a cluster someone else started.
+        ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="bench-stream",
+                 log_to_driver=False)
         try:
             def settings_for(tag: str, workers: int, topic: str | None = None):
                 suffix = f"{tag}-{uuid.uuid4().hex[:6]}"
@@ -206,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
             ours2 = len(lake) / span if span > 0 else 0.0
             result["throughput"]["stream_2_workers_per_s"] = round(ours2)
             result["throughput"]["ratio_2_workers"] = round(ours2 / ceiling_best, 3) if ceiling_best else None
+            bytewax = bytewax_rate(broker.bootstrap_servers, s1.kafka.topic)
+            if bytewax is not None:
+                result["throughput"]["bytewax_per_s"] = round(bytewax["per_s"])
+                result["throughput"]["bytewax_readings"] = bytewax["readings"]
+                result["throughput"]["ratio_bytewax"] = round(ours / bytewax["per_s"], 3) if bytewax["per_s"] else None
             print("throughput", result["throughput"], flush=True)
 
             # 2. End-to-end latency at paced rates.
@@ -230,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             update={"checkpoint_dir": f"{tmp}/state-ck"})})
         result["state_10k_sensors"] = state_bytes(state_settings, 10_000)
         print("state", result["state_10k_sensors"], flush=True)
-    result["targets"] = {"throughput_ratio_min": 0.8, "p99_ms_at_5000_max": 250}
+    result["targets"] = {"throughput_ratio_min": 0.8, "bytewax_ratio_min": 1.5, "p99_ms_at_5000_max": 250}
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULT}")
