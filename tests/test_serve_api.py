@@ -9,7 +9,6 @@ Serve runs on the session's ``ray_cluster`` on a free port and is shut down at t
 from __future__ import annotations
 
 import math
-import socket
 import time
 
 import httpx
@@ -18,59 +17,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.schema import FIELDS, MEASUREMENTS
-from ingest.settings import ServeSettings, load_settings
+from ingest.settings import ServeSettings
 from serve import schemas
+from tests.serve_support import MODEL_NAME, SEED, deploy, free_port, start_serve, train_registry
 
 pytestmark = pytest.mark.integration
 
-MODEL_NAME = "smoke-detector"
 MAX_BATCH_ROWS = 500
 MAX_BODY_BYTES = 256 * 1024
 
-# The first row of the Kaggle data, under the seed API's names.
-SEED = {"Temperature": 20.0, "Humidity": 57.36, "TVOC": 0.0, "eCO2": 400.0, "Raw H2": 12306.0,
-        "Raw Ethanol": 18520.0, "Pressure": 939.735, "PM1.0": 0.0, "PM2.5": 0.0, "NC0.5": 0.0,
-        "NC1.0": 0.0, "NC2.5": 0.0}
 _BY_SEED = {f.seed: f for f in FIELDS}
 CANONICAL = {_BY_SEED[k].name: v for k, v in SEED.items()}
 KAGGLE = {_BY_SEED[k].kaggle: v for k, v in SEED.items()}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def train_registry(root, versions: int = 1, model_name: str = MODEL_NAME) -> str:
-    """A registry with ``versions`` models trained by the real pipeline (quick mode); the first is production."""
-    from ingest.kaggle import write_kaggle_csv
-    from train.pipeline import train_and_register
-
-    settings = load_settings(environ={})
-    settings = settings.model_copy(update={"train": settings.train.model_copy(update={
-        "registry_dir": str(root / "registry"), "model_name": model_name})})
-    for k in range(versions):
-        csv = root / f"kaggle-{k}.csv"
-        write_kaggle_csv(csv, rows=4000, seed=k)
-        train_and_register(settings, csv, quick=True, promote="auto" if k == 0 else "never")
-    return str(root / "registry")
-
-
-def start_serve(port: int) -> None:
-    from ray import serve
-
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-
-
-def deploy(registry_dir: str, serve_settings: ServeSettings, name: str = "smoke-test",
-           model_name: str = MODEL_NAME) -> None:
-    from ray import serve
-
-    from serve.app import build_app
-
-    app = build_app(serve_settings, registry_dir, model_name, {"num_replicas": 1, "max_ongoing_requests": 64})
-    serve.run(app, name=name, route_prefix="/", blocking=False)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,17 @@ import pytest
 import yaml
 
 from ingest.settings import ServeSettings, ServeVariant, load_settings
-from tests.test_serve_api import MODEL_NAME, SEED, deploy, free_port, start_serve, train_registry
+from tests.serve_support import (
+    MODEL_NAME,
+    SEED,
+    Outcome,
+    deploy,
+    free_port,
+    predict_load,
+    start_serve,
+    train_registry,
+    wait_for,
+)
 from train.registry import ModelRegistry
 
 pytestmark = pytest.mark.integration
@@ -37,21 +47,6 @@ def env(ray_cluster, tmp_path_factory):
                "address": ray_cluster.address}
     finally:
         serve.shutdown()
-
-
-def wait_for(url: str, predicate, timeout: float = 60.0) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.get(url, timeout=5)
-            if predicate(r):
-                return r
-            last = r.text
-        except httpx.HTTPError as err:
-            last = err
-        time.sleep(0.3)
-    raise AssertionError(f"{url} never satisfied the condition: {last}")
 
 
 def smoke(*argv: str) -> tuple[int, str]:
@@ -137,35 +132,20 @@ def test_api_keys_from_environment_are_comma_separated():
     assert settings.serve.api_keys == ["alpha", "beta"]
 
 
-async def _load(url: str, workers: int, stop: asyncio.Event, results: list[tuple[int, str | None]]) -> None:
-    async def worker(k: int) -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            i = 0
-            while not stop.is_set():
-                i += 1
-                try:
-                    r = await client.post("/predict", json={**SEED, "sensor_id": f"load-{k}-{i % 7}"})
-                    results.append((r.status_code, r.json().get("model_version")))
-                except httpx.HTTPError as err:  # a connection error is a failed request too
-                    results.append((0, repr(err)))
-
-    await asyncio.gather(*(worker(k) for k in range(workers)))
-
-
 def test_hot_reload_under_load_has_zero_failed_requests(env):
     deploy(env["registry_dir"], ServeSettings(port=env["port"], reload_poll_s=0.5))
     wait_for(env["url"] + "/health", lambda r: r.status_code == 200 and r.json()["model_version"] == "v0001")
     registry = ModelRegistry(env["registry_dir"], MODEL_NAME)
-    results: list[tuple[int, str | None]] = []
+    results: list[Outcome] = []
 
-    async def scenario() -> float:
+    async def scenario() -> int:
         stop = asyncio.Event()
-        load = asyncio.create_task(_load(env["url"], 8, stop, results))
+        load = asyncio.create_task(predict_load(env["url"], 8, stop, results))
         await asyncio.sleep(1.5)
         promoted_at = len(results)
         registry.promote("v0002", force=True)  # what `smoke models promote v0002 --force` does
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any(v == "v0002" for _, v in results[promoted_at:]):
+        while time.monotonic() < deadline and not any(r.model_version == "v0002" for r in results[promoted_at:]):
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.5)  # keep the load on after the switch
         stop.set()
@@ -173,9 +153,9 @@ def test_hot_reload_under_load_has_zero_failed_requests(env):
         return promoted_at
 
     promoted_at = asyncio.run(scenario())
-    failed = [r for r in results if r[0] != 200]
+    failed = [(r.status, r.error) for r in results if not r.ok]
     assert not failed, f"{len(failed)} of {len(results)} requests failed during the reload: {failed[:5]}"
-    versions = [v for _, v in results]
+    versions = [r.model_version for r in results]
     assert "v0001" in versions[:promoted_at] and "v0002" in versions[promoted_at:]
     assert set(versions[-20:]) == {"v0002"}, "replica did not settle on the promoted version"
     assert len(results) > 100
