@@ -45,9 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from actors.supervisor import StreamError, start_stream, stop_stream, stream_status, total_lag
-    from ingest.broker import ensure_topics
+    from ingest.broker import BrokerError, ensure_topics
 
-    ensure_topics(bootstrap, settings.kafka)
+    try:
+        ensure_topics(bootstrap, settings.kafka)
+    except BrokerError as err:
+        print(f"python -m actors: {err}", file=sys.stderr)
+        return 1
     # Inside `ray job submit` RAY_ADDRESS names the job's cluster and ray.init() uses it;
     # elsewhere the address is given explicitly.
     address = args.address or settings.ray.address

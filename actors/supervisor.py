@@ -37,7 +37,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from actors.metrics import SupervisorMetrics
 from actors.worker import PartitionWorker, configure_logging
-from ingest.broker import partition_count
+from ingest.broker import partition_count, wait_reachable
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -336,9 +336,14 @@ def get_stream(settings: Settings) -> ActorHandle | None:
 
 
 def start_stream(settings: Settings, bootstrap_servers: str, *, timeout_s: float = 120.0) -> ActorHandle:
-    """Start the detached supervisor (and through it the workers); returns once every partition is owned."""
+    """Start the detached supervisor (and through it the workers); returns once every partition is owned.
+
+    Raises ``ingest.broker.BrokerUnreachable`` within seconds (bounded retries with backoff)
+    when nothing listens at ``bootstrap_servers``, before any actor is started.
+    """
     if not ray.is_initialized():
         raise StreamError("connect to Ray first (ray.init with an explicit address)")
+    wait_reachable(bootstrap_servers)
     if get_stream(settings) is not None:
         raise StreamError(f"a stream named {settings.stream.supervisor_name!r} is already running in namespace "
                           f"{settings.ray.namespace!r}; stop it first")

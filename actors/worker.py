@@ -16,6 +16,7 @@ eviction, and the checkpoint when it is due.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -457,7 +458,8 @@ class PartitionWorker:
         """The status the loop last published (at most about 0.5 s old); never waits for the loop."""
         if not self.thread.is_alive():
             raise RuntimeError(f"{self.worker_id}: the processing loop has stopped")
-        return {**self.loop.published, "node_id": ray.get_runtime_context().get_node_id(),
+        # pid: which OS process to watch (memory) or signal (the kill -9 reliability test).
+        return {**self.loop.published, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "loop_idle_s": round(time.monotonic() - self.loop.heartbeat, 3)}
 
     def checkpoint(self) -> bool:

@@ -32,9 +32,20 @@ log = logging.getLogger(__name__)
 
 ADMIN_API_VERSION = (2, 2, 0)
 
+# Start-up reachability: a few quick TCP connects, doubling the pause between them (0.25 + 0.5 +
+# 1 + 2 s), then one clear error. Without it kafka-python waits 30 s per client to bootstrap and
+# ensure_topics' own retries made a wrong address take minutes to report.
+CONNECT_ATTEMPTS = 5
+CONNECT_FIRST_DELAY_S = 0.25
+CONNECT_TIMEOUT_S = 2.0
+
 
 class BrokerError(RuntimeError):
     """The broker could not be started or reached; the message says why in one line."""
+
+
+class BrokerUnreachable(BrokerError):
+    """Nothing accepted a connection at any bootstrap address after every attempt."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -49,6 +60,53 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
             return True
     except OSError:
         return False
+
+
+def bootstrap_addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
+    """``"h1:9092,h2:9093"`` -> ``[("h1", 9092), ("h2", 9093)]``; a missing port means 9092.
+
+    >>> bootstrap_addresses("127.0.0.1:9092, [::1]:9093,kafka")
+    [('127.0.0.1', 9092), ('::1', 9093), ('kafka', 9092)]
+    """
+    out = []
+    for part in bootstrap_servers.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        host, sep, port = part.rpartition(":")
+        if not sep or "]" in port:  # no port, or a bare IPv6 address
+            host, port = part, "9092"
+        if not port.isdigit():
+            raise BrokerError(f"invalid Kafka address {part!r} in {bootstrap_servers!r}: the port must be a number")
+        out.append((host.strip("[]"), int(port)))
+    if not out:
+        raise BrokerError(f"no Kafka address in {bootstrap_servers!r}")
+    return out
+
+
+def wait_reachable(bootstrap_servers: str, attempts: int = CONNECT_ATTEMPTS,
+                   first_delay_s: float = CONNECT_FIRST_DELAY_S, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Return once any bootstrap address accepts a TCP connection; else raise :class:`BrokerUnreachable`.
+
+    ``attempts`` rounds over every address with exponential backoff between rounds; the
+    error names the addresses, the attempts, the time spent and the last cause.
+    """
+    addresses = bootstrap_addresses(bootstrap_servers)
+    started = time.monotonic()
+    delay = first_delay_s
+    cause = "no attempt made"
+    for attempt in range(1, attempts + 1):
+        for host, port in addresses:
+            try:
+                with socket.create_connection((host, port), timeout=connect_timeout_s):
+                    return
+            except OSError as err:
+                cause = f"{type(err).__name__}: {err.strerror or err}"
+        if attempt < attempts:
+            time.sleep(delay)
+            delay *= 2
+    raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap_servers}: {cause} "
+                            f"({attempts} attempts in {time.monotonic() - started:.1f} s)")
 
 
 def broker_binary() -> str:
@@ -150,10 +208,13 @@ def stop_pid(pid: int, timeout_s: float = 5.0) -> bool:
 
 
 def admin_client(bootstrap_servers: str, timeout_s: float = 10.0) -> KafkaAdminClient:
+    """An admin client for Tansu and Kafka; :class:`BrokerUnreachable` soon when nothing listens."""
+    wait_reachable(bootstrap_servers)
     try:
         return KafkaAdminClient(
             bootstrap_servers=bootstrap_servers, api_version=ADMIN_API_VERSION,
-            request_timeout_ms=int(timeout_s * 1000), client_id="smoke-admin",
+            request_timeout_ms=int(timeout_s * 1000), bootstrap_timeout_ms=int(timeout_s * 1000),
+            client_id="smoke-admin",
         )
     except KafkaError as err:
         raise BrokerError(f"cannot reach Kafka at {bootstrap_servers}: {err!r}") from None
@@ -163,7 +224,8 @@ def ensure_topics(bootstrap_servers: str, kafka: KafkaSettings, retries: int = 5
     """Create the readings, alerts and dead-letter topics if they do not exist.
 
     Retries a few times with backoff because a broker that has just opened its
-    port may not serve metadata yet.
+    port may not serve metadata yet; an address where nothing listens fails at once
+    with :class:`BrokerUnreachable` (its own connects already retried with backoff).
     """
     topics = [
         NewTopic(kafka.topic, kafka.partitions, kafka.replication_factor),
@@ -183,6 +245,8 @@ def ensure_topics(bootstrap_servers: str, kafka: KafkaSettings, retries: int = 5
                 return
             finally:
                 admin.close()
+        except BrokerUnreachable:
+            raise
         except (KafkaError, BrokerError) as err:
             if attempt == retries - 1:
                 cause = str(err) if isinstance(err, BrokerError) else repr(err)
