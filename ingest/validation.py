@@ -44,6 +44,8 @@ from ingest.schema import (
 )
 
 _SENSOR_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]*")
+_RFC3339_NAIVE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?", re.ASCII)
+_RFC3339 = re.compile(_RFC3339_NAIVE.pattern + r"(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII)
 _CANONICAL_KEYS = frozenset(MEASUREMENTS)
 _OTHER_SPELLINGS = frozenset(alias for alias, name in ALIASES.items() if alias != name)
 _LOWS = np.array([f.low for f in FIELDS])
@@ -86,6 +88,12 @@ def parse_timestamp(value: object) -> float:
 
     Raises ``ValueError`` with the cause; naive times are refused because their
     zone is a guess.
+
+    >>> parse_timestamp("2022-06-09T00:08:51.5Z"), parse_timestamp("2022-06-09t02:08:51.5+02:00")
+    (1654733331.5, 1654733331.5)
+    >>> parse_timestamp("2022-W23-4T00:08:51Z")
+    Traceback (most recent call last):
+    ValueError: not an RFC 3339 time (YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM))
     """
     if isinstance(value, bool):
         raise ValueError("a boolean is not a time")
@@ -95,12 +103,16 @@ def parse_timestamp(value: object) -> float:
         text = value.strip()
         if not text or len(text) > 64:
             raise ValueError("not an RFC 3339 time")
+        # fromisoformat alone takes all of ISO 8601 and more (week dates, basic format, hours
+        # only, any character as the date/time separator, NUL included): check the shape first.
+        if not _RFC3339.fullmatch(text):
+            if _RFC3339_NAIVE.fullmatch(text):
+                raise ValueError("RFC 3339 time without a UTC offset")
+            raise ValueError("not an RFC 3339 time (YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM))")
         try:
-            parsed = datetime.fromisoformat(text)
+            parsed = datetime.fromisoformat(text.upper())  # RFC 3339 allows "t" and "z"; fromisoformat does not
         except ValueError as err:
             raise ValueError(f"not an RFC 3339 time: {err}") from None
-        if parsed.tzinfo is None:
-            raise ValueError("RFC 3339 time without a UTC offset")
         seconds = parsed.timestamp()
     else:
         raise ValueError(f"a {type(value).__name__} is not a time")
