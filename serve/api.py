@@ -317,7 +317,11 @@ def create_api(backend: Backend) -> FastAPI:
         return _json({**result, "processing_time_seconds": elapsed, "timestamp": _now(),
                       "sample_kind": kind, "sample_data": reading})
 
-    sample_doc = {200: {"model": schemas.SampleResponse}, 503: errors_doc[503]}
+    # 422 documented as ours: otherwise FastAPI documents its own HTTPValidationError shape, which
+    # _query_error never sends.
+    sample_doc = {200: {"model": schemas.SampleResponse},
+                  422: {"model": schemas.ErrorResponse, "description": "invalid query value (named in the body)"},
+                  503: errors_doc[503]}
     kind_query = Query("normal", description="which reference reading to score")
 
     @app.post("/predict/sample", responses=sample_doc)
@@ -360,7 +364,8 @@ def create_api(backend: Backend) -> FastAPI:
                         "error": shadow.error} if shadow else None),
         })
 
-    @app.post("/validate", response_model=schemas.ValidateResponse, responses={400: errors_doc[400]},
+    @app.post("/validate", response_model=schemas.ValidateResponse, responses={400: errors_doc[400],
+                                                                               413: errors_doc[413]},
               openapi_extra=reading_body)
     async def validate(request: Request) -> Response:
         doc = await read_json(request)

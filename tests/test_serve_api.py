@@ -8,6 +8,8 @@ Serve runs on the session's ``ray_cluster`` on a free port and is shut down at t
 
 from __future__ import annotations
 
+import collections
+import json
 import math
 import time
 
@@ -16,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.schema import FIELDS, MEASUREMENTS
+from ingest.schema import FIELDS, MEASUREMENTS, Reason
 from ingest.settings import ServeSettings
 from serve import schemas
 from tests.serve_support import MODEL_NAME, SEED, deploy, free_port, start_serve, train_registry
@@ -280,22 +282,212 @@ _bodies = st.one_of(_readings, st.lists(_readings, max_size=5), st.fixed_diction
                                                                                                         max_size=5)}))
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
-@given(path=st.sampled_from(["/predict", "/predict/batch", "/validate"]), body=_bodies)
-def test_fuzz_never_5xx(client, path, body):
-    r = client.post(path, json=body)
-    assert r.status_code < 500, (path, body, r.text)
-    assert r.status_code in (200, 400, 413, 422), (path, body, r.text)
-    payload = r.json()
-    if r.status_code == 422:
-        assert payload["error"] and payload["errors"]
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(raw=st.binary(max_size=64))
 def test_fuzz_raw_bytes_never_5xx(client, raw):
     r = client.post("/predict", content=raw)
     assert r.status_code in (400, 422), (raw, r.text)
+
+
+# -- fuzz driven by the served OpenAPI schema --------------------------------------------------
+#
+# Every POST operation of /openapi.json gets bodies (and query values) generated from its own
+# schema: values the schema allows, boundaries, one value just outside its range or of the wrong
+# type, alternative spellings the schema lists as aliases, unknown keys; plus shapes the schema
+# does not describe (arbitrary JSON, NaN/Infinity and numbers beyond a double as Python's json
+# writes them, invalid UTF-8, deep nesting) and batches around the size limits. No 5xx, only
+# documented status codes, every 4xx names its field, every 200 matches its response model.
+# schemathesis would install here, but it generates only what the schema describes; the shapes
+# beyond it are the point of this fuzz, so the strategies are built from the schema by hand.
+
+_ODD_NUMBERS = [math.nan, math.inf, -math.inf, 1e308, -1e308, 5e-324, -0.0, 10**400, -(10**30), 2**64]
+_WRONG_TYPES = st.sampled_from(["23.5", "", "NaN", True, False, [], [1.0], {}, {"value": 1.0}])
+
+
+def _resolve(schema: dict, spec: dict) -> dict:
+    while "$ref" in schema:
+        node: object = spec
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            node = node[part]  # type: ignore[index]
+        schema = node  # type: ignore[assignment]
+    return schema
+
+
+def _allowed(schema: dict, spec: dict) -> st.SearchStrategy:
+    """Values ``schema`` allows, boundaries included."""
+    schema = _resolve(schema, spec)
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    for combinator in ("anyOf", "oneOf"):
+        if combinator in schema:
+            return st.one_of([_allowed(sub, spec) for sub in schema[combinator]])
+    kind = schema.get("type")
+    if kind == "number":
+        low, high = schema.get("minimum"), schema.get("maximum")
+        edges = [v for v in (low, high) if v is not None]
+        return st.one_of(st.floats(low, high, allow_nan=False, allow_infinity=False),
+                         *([st.sampled_from(edges)] if edges else []))
+    if kind == "integer":
+        return st.integers(schema.get("minimum"), schema.get("maximum"))
+    if kind == "string":
+        return st.text(max_size=20)
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "null":
+        return st.none()
+    if kind == "array":
+        return st.lists(_allowed(schema.get("items", {}), spec), max_size=4)
+    if kind == "object":
+        properties = schema.get("properties", {})
+        # Each property under its own name or one of the aliases the schema lists for it.
+        spelled = {name: st.sampled_from([name, *sub.get("aliases", [])]) for name, sub in properties.items()}
+
+        @st.composite
+        def objects(draw) -> dict:
+            out: dict = {}
+            for name in draw(st.lists(st.sampled_from(sorted(properties)), unique=True)) if properties else []:
+                out[draw(spelled[name])] = draw(_allowed(properties[name], spec))
+            if schema.get("additionalProperties", True) is not False:
+                out.update(draw(st.dictionaries(st.text(max_size=8), _json_values, max_size=2)))
+            return out
+
+        return objects()
+    return _json_values
+
+
+def _violating(schema: dict, spec: dict) -> st.SearchStrategy:
+    """Values ``schema`` does not allow: just outside a range, the wrong type, a non-finite number."""
+    schema = _resolve(schema, spec)
+    numbers = [s for s in (schema.get("anyOf") or schema.get("oneOf") or [schema]) if s.get("type") == "number"]
+    outside = []
+    for sub in numbers:
+        if sub.get("minimum") is not None:
+            outside += [sub["minimum"] - 1e-6, sub["minimum"] - max(1.0, abs(sub["minimum"]))]
+        if sub.get("maximum") is not None:
+            outside += [sub["maximum"] + 1e-6, sub["maximum"] * 10 + 1]
+    if "enum" in schema:
+        return st.one_of(st.text(max_size=12).filter(lambda v: v not in schema["enum"]), _WRONG_TYPES)
+    return st.one_of(st.sampled_from(outside + _ODD_NUMBERS), _WRONG_TYPES)
+
+
+@st.composite
+def _schema_bodies(draw, schema: dict, spec: dict) -> object:
+    """An allowed body with at most a couple of its values swapped for violating ones."""
+    schema = _resolve(schema, spec)
+    branches = schema.get("oneOf") or schema.get("anyOf") or [schema]
+    branch = _resolve(draw(st.sampled_from(branches)), spec)
+    body = draw(_allowed(branch, spec))
+    reading = branch
+    if branch.get("type") == "array" or (isinstance(body, dict) and "data" in branch.get("properties", {})):
+        items = branch["items"] if branch.get("type") == "array" else branch["properties"]["data"]["items"]
+        reading = _resolve(items, spec)
+        rows = body if isinstance(body, list) else body.get("data", [])
+        if not rows:
+            return body
+        target = rows[draw(st.integers(0, len(rows) - 1))]
+    else:
+        target = body
+    properties = reading.get("properties", {})
+    if isinstance(target, dict) and properties:
+        for name in draw(st.lists(st.sampled_from(sorted(properties)), max_size=2, unique=True)):
+            target[name] = draw(_violating(properties[name], spec))
+    return body
+
+
+def _full_reading(draw) -> dict:
+    return {**SEED, "sensor_id": draw(st.sampled_from([None, "kitchen-3", "bad id!", "\u202eevil"]))}
+
+
+@st.composite
+def _post_requests(draw, operation: dict, spec: dict) -> tuple[dict, bytes]:
+    """(query parameters, raw body) for one POST operation."""
+    params = {}
+    for parameter in operation.get("parameters", []):
+        if parameter.get("in") == "query" and draw(st.booleans()):
+            value = draw(st.one_of(_allowed(parameter["schema"], spec), _violating(parameter["schema"], spec)))
+            params[parameter["name"]] = value if isinstance(value, str) else json.dumps(value)
+    content = operation.get("requestBody", {}).get("content", {}).get("application/json")
+    schema = content["schema"] if content else {}
+    mode = draw(st.sampled_from(["schema", "schema", "schema", "complete", "arbitrary", "raw", "huge"]))
+    if mode == "schema":
+        body: object = draw(_schema_bodies(schema, spec))
+    elif mode == "complete":  # a whole valid reading (or a batch of them) with one value made hostile
+        reading = _full_reading(draw)
+        name = draw(st.sampled_from(sorted(SEED)))
+        reading[name] = draw(st.one_of(st.sampled_from(_ODD_NUMBERS), _WRONG_TYPES, st.just(reading[name])))
+        body = draw(st.sampled_from([reading, [reading, SEED], {"data": [SEED, reading]}]))
+    elif mode == "arbitrary":
+        body = draw(_bodies)
+    elif mode == "raw":
+        return params, draw(st.sampled_from([
+            b"{bad json", b"", b"\xff\xfe\x00", b'{"Temperature": 20.0,}', b'{"Temperature": "\xc3\x28"}',
+            b'{"Temperature": "\\ud800"}', b"[" * 5_000 + b"]" * 5_000,
+            b'{"data": ' + b"[" * 2_000 + b"]" * 2_000 + b"}",
+            b'{"Temperature": 1' + b"0" * 5_000 + b"}", b"\x00" * 64, b"NaN", b"-Infinity",
+        ]))
+    else:  # around the batch-size and body-size limits
+        rows = draw(st.sampled_from([MAX_BATCH_ROWS, MAX_BATCH_ROWS + 1, 4 * MAX_BATCH_ROWS]))
+        body = draw(st.sampled_from([[SEED] * rows, {"data": [SEED] * rows}, {**SEED, "pad": "x" * MAX_BODY_BYTES}]))
+    return params, json.dumps(body).encode()
+
+
+def _documented_model(operation: dict, status: int):
+    response = operation["responses"].get(str(status), {})
+    ref = response.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref")
+    return getattr(schemas, ref.rsplit("/", 1)[1]) if ref else None
+
+
+def _check_errors_name_fields(body: dict) -> None:
+    """``error`` is one line and names the first field at fault (when a field is at fault)."""
+    assert isinstance(body["error"], str) and body["error"] and "\n" not in body["error"], body
+    for problem in body["errors"]:
+        assert problem["reason"], body
+    first = body["errors"][0] if body["errors"] else None
+    if first and first["field"]:
+        assert first["field"] in body["error"], body
+
+
+def test_fuzz_every_post_endpoint_from_the_openapi_schema(client, request):
+    spec = client.get("/openapi.json").json()
+    operations = {path: ops["post"] for path, ops in spec["paths"].items() if "post" in ops}
+    assert {"/predict", "/predict/batch", "/validate"} <= set(operations)
+    # Operations that take a body get three times the share of those that take only a query.
+    weighted = [path for path in sorted(operations) for _ in range(3 if "requestBody" in operations[path] else 1)]
+    requests_by: collections.Counter[str] = collections.Counter()
+    statuses: collections.Counter[int] = collections.Counter()
+
+    # 300 examples in CI (about 5 s here), 3,000 with --full.
+    @settings(max_examples=3_000 if request.config.getoption("--full") else 300, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(data=st.data())
+    def fuzz(data) -> None:
+        path = data.draw(st.sampled_from(weighted))
+        operation = operations[path]
+        params, raw = data.draw(_post_requests(operation, spec))
+        r = client.post(path, params=params, content=raw, headers={"content-type": "application/json"})
+        requests_by[path] += 1
+        statuses[r.status_code] += 1
+        where = (path, params, raw[:300], r.status_code, r.text[:500])
+        assert r.status_code < 500, where
+        assert str(r.status_code) in operation["responses"], f"undocumented status: {where}"
+        body = r.json()
+        if r.status_code >= 400:
+            assert body["status_code"] == r.status_code, where
+            _check_errors_name_fields(body)
+            if r.status_code in (400, 413) or path != "/predict/sample":
+                assert all(e["reason"] in Reason.ALL for e in body["errors"]), where
+        model = _documented_model(operation, r.status_code)
+        if model is not None:
+            model.model_validate(body)
+        for row in body.get("predictions", []) if r.status_code == 200 else []:
+            if row.get("error"):
+                _check_errors_name_fields(row)
+
+    fuzz()
+    print(f"openapi fuzz: requests by path {dict(requests_by)}, by status {dict(statuses)}")
+    # Every POST operation of the schema was exercised, and not only on its error paths.
+    assert set(requests_by) == set(operations), requests_by
+    assert statuses[200] > 0 and statuses[422] > 0, statuses
 
 
 # -- metrics ------------------------------------------------------------------------------------
