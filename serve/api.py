@@ -269,16 +269,20 @@ def create_api(backend: Backend) -> FastAPI:
     async def predict_batch(request: Request) -> Response:
         started = time.perf_counter()
         doc = await read_json(request)
+        # Every rejection is counted by its reason, a malformed batch as a whole too.
         if isinstance(doc, dict):
             if "data" not in doc:
+                metrics.rejected([Reason.MISSING_FIELD])
                 raise ApiError(422, "data: missing_field (send {\"data\": [readings]} or a JSON list)",
                                [{"field": "data", "reason": Reason.MISSING_FIELD, "detail": "missing",
                                  "aliases": []}])
             doc = doc["data"]
         if not isinstance(doc, list):
+            metrics.rejected([Reason.WRONG_TYPE])
             raise ApiError(422, f"data: wrong_type (a JSON {type(doc).__name__}, not a list of readings)",
                            [{"field": "data", "reason": Reason.WRONG_TYPE, "detail": "not a list", "aliases": []}])
         if len(doc) > settings.max_batch_rows:
+            metrics.rejected([Reason.TOO_LARGE])
             raise ApiError(413, f"data: {len(doc)} readings exceed the limit of {settings.max_batch_rows} "
                                 "per request; split the batch",
                            [{"field": "data", "reason": Reason.TOO_LARGE, "aliases": [],

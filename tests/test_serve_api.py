@@ -447,8 +447,21 @@ def _check_errors_name_fields(body: dict) -> None:
         assert first["field"] in body["error"], body
 
 
-def test_fuzz_every_post_endpoint_from_the_openapi_schema(client, request):
+def _reasons_reported(path: str, status: int, body: dict) -> list[str]:
+    """The rejection reasons a response reports, each of which the replica must have counted once."""
+    if path == "/predict/sample" or path == "/model/reload":
+        return []  # no reading is validated there (a bad query value is FastAPI's, not a reading's)
+    if status >= 400:
+        return [e["reason"] for e in body["errors"]]
+    if path == "/validate":
+        return [e["reason"] for e in body["errors"]]
+    return [e["reason"] for row in body.get("predictions", []) for e in row.get("errors") or []]
+
+
+def test_fuzz_every_post_endpoint_from_the_openapi_schema(client, request, reliability_record):
     spec = client.get("/openapi.json").json()
+    counted_before = collections.Counter(client.get("/predictions/stats").json()["validation_failures"])
+    reported: collections.Counter[str] = collections.Counter()
     operations = {path: ops["post"] for path, ops in spec["paths"].items() if "post" in ops}
     assert {"/predict", "/predict/batch", "/validate"} <= set(operations)
     # Operations that take a body get three times the share of those that take only a query.
@@ -482,9 +495,18 @@ def test_fuzz_every_post_endpoint_from_the_openapi_schema(client, request):
         for row in body.get("predictions", []) if r.status_code == 200 else []:
             if row.get("error"):
                 _check_errors_name_fields(row)
+        reported.update(_reasons_reported(path, r.status_code, body))
 
     fuzz()
     print(f"openapi fuzz: requests by path {dict(requests_by)}, by status {dict(statuses)}")
+    # Every rejection a response reported was counted by its reason (one replica: its counters are all).
+    counted = collections.Counter(client.get("/predictions/stats").json()["validation_failures"])
+    counted.subtract(counted_before)
+    assert +counted == reported, (counted, reported)
+    reliability_record("http_openapi_fuzz", requests=sum(requests_by.values()), by_path=dict(requests_by),
+                       by_status={str(k): v for k, v in sorted(statuses.items())},
+                       server_errors=sum(v for k, v in statuses.items() if k >= 500),
+                       rejections_counted_by_reason=dict(sorted(counted.items())))
     # Every POST operation of the schema was exercised, and not only on its error paths.
     assert set(requests_by) == set(operations), requests_by
     assert statuses[200] > 0 and statuses[422] > 0, statuses
