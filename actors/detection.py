@@ -62,7 +62,10 @@ from train.features import FEATURE_NAMES
 
 __all__ = ["AlertEvent", "DetectionEngine", "SnapshotError"]
 
-SNAPSHOT_FORMAT = 1
+SENSOR_FORMAT = 1  # one sensor's state: export_sensor / import_sensor (eviction)
+# The whole engine (snapshot / restore), column by column. Format 1 (a per-sensor export of
+# every sensor) is still read, from checkpoints written before format 2.
+SNAPSHOT_FORMAT = 2
 
 
 class SnapshotError(ValueError):
@@ -240,12 +243,13 @@ class DetectionEngine:
     # Slots ------------------------------------------------------------------------------------
 
     def _slots_for(self, sensor_ids: Sequence[str]) -> np.ndarray:
-        out = np.empty(len(sensor_ids), dtype=np.int64)
-        slots = self.slots
-        for i, sensor_id in enumerate(sensor_ids):
-            slot = slots.get(sensor_id)
-            out[i] = self._allocate(sensor_id) if slot is None else slot
-        return out
+        slots = list(map(self.slots.get, sensor_ids))  # one C-level pass; new sensors come back None
+        if None in slots:
+            for i, slot in enumerate(slots):
+                if slot is None:
+                    existing = self.slots.get(sensor_ids[i])  # a new sensor seen earlier in this batch
+                    slots[i] = self._allocate(sensor_ids[i]) if existing is None else existing
+        return np.array(slots, dtype=np.int64)
 
     def _allocate(self, sensor_id: str) -> int:
         if self._free:
@@ -273,16 +277,16 @@ class DetectionEngine:
         """One sensor's detector and fusion state as plain data."""
         slot = self._slot(sensor_id)
         return {
-            "format": SNAPSHOT_FORMAT,
+            "format": SENSOR_FORMAT,
             "detectors": {d.name: d.export_slot(slot) for d in self.detectors},
             "fusion": {kind: f.export_slot(slot) for kind, f in self.fusions.items()},
         }
 
     def import_sensor(self, sensor_id: str, data: dict[str, Any]) -> None:
         """Load a sensor's state exported by :meth:`export_sensor` (replacing any it has)."""
-        if data.get("format") != SNAPSHOT_FORMAT:
+        if data.get("format") != SENSOR_FORMAT:
             raise SnapshotError(f"sensor {sensor_id}: state format {data.get('format')!r}, "
-                                f"this engine reads {SNAPSHOT_FORMAT}")
+                                f"this engine reads {SENSOR_FORMAT}")
         slot = self.slots.get(sensor_id)
         if slot is None:
             slot = self._allocate(sensor_id)
@@ -324,23 +328,42 @@ class DetectionEngine:
         return [ids[i] for i in np.flatnonzero(now - last >= idle_s).tolist()]
 
     def snapshot(self) -> dict[str, Any]:
-        """All per-sensor state as plain data, sensors in sorted order (deterministic)."""
-        return {"format": SNAPSHOT_FORMAT,
-                "sensors": {sensor_id: self.export_sensor(sensor_id) for sensor_id in sorted(self.slots)}}
+        """All per-sensor state as plain data, sensors in sorted order (deterministic).
+
+        Column by column: ``detectors[name][quantity][i]`` belongs to ``sensors[i]``.
+        """
+        sensors = sorted(self.slots)
+        slots = np.fromiter((self.slots[s] for s in sensors), dtype=np.int64, count=len(sensors))
+        return {"format": SNAPSHOT_FORMAT, "sensors": sensors,
+                "detectors": {d.name: d.export_slots(slots) for d in self.detectors},
+                "fusion": {kind: f.export_slots(slots) for kind, f in self.fusions.items()}}
 
     @classmethod
     def restore(cls, settings: DetectionSettings, snapshot: dict[str, Any], model: Any | None = None, *,
                 clock: Callable[[], float] = time.time) -> DetectionEngine:
         """An engine continuing from :meth:`snapshot`: the same input then gives the same alerts."""
-        if snapshot.get("format") != SNAPSHOT_FORMAT:
-            raise SnapshotError(f"snapshot format {snapshot.get('format')!r}, this engine reads {SNAPSHOT_FORMAT}")
+        version = snapshot.get("format")
+        if version not in (SENSOR_FORMAT, SNAPSHOT_FORMAT):
+            raise SnapshotError(f"snapshot format {version!r}, this engine reads {SENSOR_FORMAT} and "
+                                f"{SNAPSHOT_FORMAT}")
         sensors = snapshot["sensors"]
         capacity = 64
         while capacity < len(sensors):
             capacity *= 2
         engine = cls(settings, model, clock=clock, capacity=capacity)
-        for sensor_id, data in sensors.items():
-            engine.import_sensor(sensor_id, data)
+        if version == SENSOR_FORMAT:  # every sensor exported on its own
+            for sensor_id, data in sensors.items():
+                engine.import_sensor(sensor_id, data)
+            return engine
+        slots = engine._slots_for(sensors)
+        try:
+            for d in engine.detectors:
+                d.import_slots(slots, snapshot["detectors"][d.name])
+            for kind, f in engine.fusions.items():
+                f.import_slots(slots, snapshot["fusion"][kind])
+        except (KeyError, ValueError) as err:
+            raise SnapshotError(f"snapshot does not fit the detection settings (were they changed since it "
+                                f"was saved?): {err!r}") from None
         return engine
 
     def nbytes_per_sensor(self) -> float:

@@ -272,3 +272,18 @@ def test_state_bytes_per_sensor_at_10000_sensors_match_what_is_allocated():
           f"{measured['allocated_bytes']:.0f} B/sensor allocated")
     assert 0.7 * measured["allocated_bytes"] <= measured["estimated_bytes"] <= 1.3 * measured["allocated_bytes"]
     assert measured["estimated_bytes"] < 2_000
+
+
+def test_snapshot_is_columnar_and_a_per_sensor_snapshot_still_restores():
+    fleet, a = Fleet(["s0", "s1", "s2"], seed=7), engine()
+    fleet.run(a, T0, 120, fire_on("s1", T0 + 100))
+    snapshot = a.snapshot()
+    assert snapshot["sensors"] == ["s0", "s1", "s2"]
+    assert len(snapshot["detectors"]["zscore"]["count"]) == 3
+    # Checkpoints written before the columnar format held one export per sensor.
+    per_sensor = {"format": 1, "sensors": {s: a.export_sensor(s) for s in sorted(a.slots)}}
+    old = DetectionEngine.restore(DetectionSettings(), per_sensor, clock=lambda: 1.0)
+    assert json.dumps(old.snapshot()) == json.dumps(snapshot)
+    fewer = DetectionSettings(stuck=StuckSettings(signals=["temperature_c"]))
+    with pytest.raises(SnapshotError, match="settings"):
+        DetectionEngine.restore(fewer, snapshot)

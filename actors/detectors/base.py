@@ -105,6 +105,25 @@ class SlotArrays:
         """One slot as plain Python data (lists, floats, ints, bools)."""
         return {name: self.arrays[name][slot].tolist() for name in self.spec}
 
+    def export_slots(self, slots: np.ndarray) -> dict[str, list]:
+        """Many slots as plain Python data, one list per quantity (item i belongs to ``slots[i]``).
+
+        One fancy index and one ``tolist`` per quantity: a partition's snapshot costs about
+        1 ms per 1,000 sensors instead of 24 ms slot by slot (it runs on the stream's loop thread).
+        """
+        return {name: self.arrays[name][slots].tolist() for name in self.spec}
+
+    def import_slots(self, slots: np.ndarray, data: dict[str, Any]) -> None:
+        """Load what :meth:`export_slots` gave for the same number of slots."""
+        missing = set(self.spec) - set(data)
+        if missing:
+            raise ValueError(f"detector state is missing {sorted(missing)}")
+        for name, (shape, dtype, _fill) in self.spec.items():
+            value = np.asarray(data[name], dtype=dtype)
+            if value.shape != (len(slots), *shape):
+                raise ValueError(f"detector state {name!r} has shape {value.shape}, expected {(len(slots), *shape)}")
+            self.arrays[name][slots] = value
+
     def import_slot(self, slot: int, data: dict[str, Any]) -> None:
         missing = set(self.spec) - set(data)
         if missing:
@@ -135,6 +154,12 @@ class SlotStateOwner:
 
     def import_slot(self, slot: int, data: dict[str, Any]) -> None:
         self.state.import_slot(slot, data)
+
+    def export_slots(self, slots: np.ndarray) -> dict[str, list]:
+        return self.state.export_slots(slots)
+
+    def import_slots(self, slots: np.ndarray, data: dict[str, Any]) -> None:
+        self.state.import_slots(slots, data)
 
     def nbytes_per_slot(self) -> int:
         return self.state.nbytes_per_slot()
