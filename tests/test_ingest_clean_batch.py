@@ -1,0 +1,100 @@
+"""The clean-batch path of validation accepts exactly what the careful path accepts.
+
+``validate_records`` first tries ``_validate_clean_batch`` (column by column, all or
+nothing) and falls back to ``_validate_each``; every batch here is compared on both.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import orjson
+import pytest
+
+from ingest.settings import SimulatorSettings
+from ingest.simulator import FleetSimulator
+from ingest.validation import (
+    ValidatedBatch,
+    _validate_clean_batch,
+    _validate_each,
+    decode_messages,
+    validate_messages,
+    validate_records,
+)
+
+
+def clean_records(n: int = 40) -> list[dict]:
+    sim = FleetSimulator(SimulatorSettings(sensors=10, rate=10.0, seed=11), start_time=1_780_000_000.0)
+    out: list[dict] = []
+    for batch in sim.batches(batch_size=n):
+        out += [orjson.loads(m) for m in batch.messages()]
+        if len(out) >= n:
+            return out[:n]
+    return out
+
+
+def assert_same(a: ValidatedBatch, b: ValidatedBatch) -> None:
+    np.testing.assert_array_equal(a.index, b.index)
+    assert a.sensor_ids == b.sensor_ids
+    np.testing.assert_array_equal(a.timestamps, b.timestamps)
+    np.testing.assert_array_equal(a.values, b.values)
+    assert a.rejected == b.rejected
+
+
+def test_a_clean_batch_takes_the_column_path_and_matches_the_careful_one() -> None:
+    records = clean_records()
+    fast = _validate_clean_batch(records)
+    assert fast is not None and len(fast) == len(records)
+    assert_same(fast, _validate_each(records, True, None))
+    # Timestamps as RFC 3339 text and integer measurements are clean too.
+    text = [r | {"timestamp": "2026-06-01T10:00:00.5Z", "tvoc_ppb": int(r["tvoc_ppb"])} for r in records]
+    fast = _validate_clean_batch(text)
+    assert fast is not None
+    assert_same(fast, _validate_each(text, True, None))
+
+
+MUTATIONS = {
+    "bool value": lambda r: r.update(temperature_c=True),
+    "string value": lambda r: r.update(humidity_pct="45.0"),
+    "null value": lambda r: r.update(tvoc_ppb=None),
+    "missing value": lambda r: r.pop("eco2_ppm"),
+    "alias beside the name": lambda r: r.update({"Temperature": r["temperature_c"] + 1}),
+    "alias instead of the name": lambda r: r.update({"Humidity": r.pop("humidity_pct")}),
+    "unknown extra key": lambda r: r.update(firmware="1.2"),
+    "out of range": lambda r: r.update(pressure_hpa=5000.0),
+    "infinity": lambda r: r.update(pm1_0_ugm3=float("inf")),
+    "nan": lambda r: r.update(pm2_5_ugm3=float("nan")),
+    "huge integer": lambda r: r.update(nc0_5_per_cm3=10**400),
+    "bad sensor id": lambda r: r.update(sensor_id="bad id!"),
+    "numeric sensor id": lambda r: r.update(sensor_id=17),
+    "list sensor id": lambda r: r.update(sensor_id=["a"]),
+    "missing sensor id": lambda r: r.pop("sensor_id"),
+    "naive time": lambda r: r.update(timestamp="2026-06-01T10:00:00"),
+    "bool time": lambda r: r.update(timestamp=False),
+    "time before 2000": lambda r: r.update(timestamp=10.0),
+    "huge integer time": lambda r: r.update(timestamp=10**400),
+    "not an object": lambda r: r.clear(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_one_bad_reading_sends_the_batch_to_the_careful_path(name: str) -> None:
+    records = clean_records()
+    bad = copy.deepcopy(records)
+    MUTATIONS[name](bad[7])
+    if name == "not an object":
+        bad[7] = [1, 2]
+    assert _validate_clean_batch(bad) is None
+    assert_same(validate_records(bad), _validate_each(bad, True, None))
+
+
+def test_decoding_falls_back_for_tombstones_oversized_and_broken_messages() -> None:
+    raws = [orjson.dumps(r) for r in clean_records(5)]
+    records, rejected = decode_messages(raws)
+    assert rejected == {} and records == [orjson.loads(r) for r in raws]
+    mixed = [*raws, None, b"{not json", b" " * 2_000_000]
+    records, rejected = decode_messages(mixed)
+    assert sorted(rejected) == [5, 6, 7] and records[5:] == [None, None, None]
+    batch = validate_messages(mixed)
+    assert len(batch) == 5 and sorted(batch.rejected) == [5, 6, 7]
