@@ -84,14 +84,13 @@ class PartitionState:
     def process(self, sensor_ids: list[str], timestamps: np.ndarray, values: np.ndarray,
                 arrival_times: np.ndarray, now: float, store: CheckpointStore) -> tuple[np.ndarray, list]:
         """Features of the accepted readings of one batch, and the engine's alerts."""
-        unseen = {s for s in sensor_ids if s not in self.features.slots} & self.evicted
-        for sensor_id in unseen:
-            self._restore_sensor(sensor_id, store)
+        if self.evicted:  # an evicted sensor has no slot until it is restored
+            for sensor_id in self.evicted.intersection(sensor_ids):
+                self._restore_sensor(sensor_id, store)
         features = compute_features(self.features, sensor_ids, timestamps, values)
         alerts = (self.engine.process(sensor_ids, timestamps, values, features, arrival_times)
                   if self.engine is not None else [])
-        for sensor_id in sensor_ids:
-            self.last_seen[sensor_id] = now
+        self.last_seen.update(dict.fromkeys(sensor_ids, now))
         self.dirty = True
         return features, alerts
 

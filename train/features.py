@@ -118,13 +118,14 @@ class FeatureState:
 
     def slots_for(self, sensor_ids: Sequence[str]) -> np.ndarray:
         """Slot of each sensor, allocating slots for new ones."""
-        out = np.empty(len(sensor_ids), dtype=np.int64)
-        for i, sid in enumerate(sensor_ids):
-            slot = self.slots.get(sid)
-            if slot is None:
-                slot = self._allocate(sid)
-            out[i] = slot
-        return out
+        slots = list(map(self.slots.get, sensor_ids))  # one C-level pass; new sensors come back None
+        if None in slots:
+            for i, slot in enumerate(slots):
+                if slot is None:
+                    sid = sensor_ids[i]
+                    existing = self.slots.get(sid)  # a new sensor seen earlier in this batch
+                    slots[i] = self._allocate(sid) if existing is None else existing
+        return np.array(slots, dtype=np.int64)
 
     def _allocate(self, sensor_id: str) -> int:
         if self._free:
