@@ -59,7 +59,10 @@ def metric_values(text: str, name: str, label: str | None = None) -> dict[str, f
     return dict(out)
 
 
-def adversarial_traffic(valid: int, seed: int) -> tuple[list[tuple[bytes | None, bytes | None]], dict, set]:
+Message = tuple[bytes | None, bytes | None]  # (key, value) as produced
+
+
+def adversarial_traffic(valid: int, seed: int, random_sample: int) -> tuple[list[Message], dict, set]:
     """``valid`` readings of 20 sensors with the adversarial corpus spread among them.
 
     Returns the messages, the expected DLQ reasons by raw value (the malformed corpus, a seeded
@@ -67,12 +70,12 @@ def adversarial_traffic(valid: int, seed: int) -> tuple[list[tuple[bytes | None,
     but valid messages, which must reach the lake.
     """
     rng = random.Random(seed)
-    sample = random_payloads(seed, 60)
+    sample = random_payloads(seed, random_sample)
     verdict = validate_messages(sample)
     expected: dict[bytes | None, set[str]] = {raw: {reason} for raw, reason in pairs()}
     expected[None] = {Reason.NOT_JSON}  # a tombstone
     accepted_odd = {c.sensor_id for c in ODD_BUT_VALID}
-    odd: list[tuple[bytes | None, bytes | None]] = [(b"corpus", raw) for raw in expected]
+    odd: list[Message] = [(b"corpus", raw) for raw in expected]
     odd += [(b"odd", c.raw) for c in ODD_BUT_VALID]
     for k, raw in enumerate(sample):
         # Odd keys too: the key is only carried into the DLQ headers, never trusted.
@@ -83,7 +86,7 @@ def adversarial_traffic(valid: int, seed: int) -> tuple[list[tuple[bytes | None,
         else:
             accepted_odd.add(verdict.sensor_ids[int(np.searchsorted(verdict.index, k))])
     t0 = time.time() - 3600
-    items: list[tuple[bytes | None, bytes | None]] = []
+    items: list[Message] = []
     every = max(valid // len(odd), 1)
     pending = iter(odd)
     for i in range(valid):
@@ -96,9 +99,10 @@ def adversarial_traffic(valid: int, seed: int) -> tuple[list[tuple[bytes | None,
     return items, expected, accepted_odd
 
 
-def test_adversarial_corpus_goes_to_the_dlq_while_valid_traffic_flows(ray_cluster, settings,
+def test_adversarial_corpus_goes_to_the_dlq_while_valid_traffic_flows(ray_cluster, settings, request,
                                                                      reliability_record) -> None:
-    items, expected_reasons, accepted_odd = adversarial_traffic(valid=600, seed=2026)
+    random_sample = 2_000 if request.config.getoption("--full") else 60
+    items, expected_reasons, accepted_odd = adversarial_traffic(valid=600, seed=2026, random_sample=random_sample)
     bad = sum(1 for _, v in items if v in expected_reasons)
     accepted = len(items) - bad
     assert bad >= len(pairs()) + 1 and accepted > 600 + len(ODD_BUT_VALID)
@@ -155,5 +159,5 @@ def test_adversarial_corpus_goes_to_the_dlq_while_valid_traffic_flows(ray_cluste
         assert sum(w["totals"]["processed"] for w in status["workers"].values()) == accepted
     # Every offset is in the lake or the DLQ exactly once (asserted above): these are those counts.
     reliability_record("kafka_payload_fuzz", messages=len(items), in_lake=counts["lake"], in_dlq=counts["dlq"],
-                       malformed_corpus=len(pairs()), odd_but_valid=len(ODD_BUT_VALID), random_sample=60,
+                       malformed_corpus=len(pairs()), odd_but_valid=len(ODD_BUT_VALID), random_sample=random_sample,
                        dlq_by_reason=dict(sorted(dlq_by_reason.items())), worker_restarts=status["restarts"])
