@@ -30,6 +30,7 @@ import numpy as np
 import ray
 from kafka import KafkaConsumer, TopicPartition
 
+from actors.broker_watch import BrokerWatch
 from actors.checkpoint import Checkpointer, CheckpointStore
 from actors.detection import DetectionEngine
 from actors.metrics import WorkerMetrics
@@ -82,6 +83,7 @@ class StreamLoop:
         self.model_watch = ModelWatch(settings.train.registry_dir, settings.train.model_name,
                                       self.stream.model_poll_s)
         self.model_watch.poll()
+        self.broker_watch = BrokerWatch(bootstrap_servers, worker_id)
         self.states: dict[int, PartitionState] = {}
         self._commands: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
         self._stopping = threading.Event()
@@ -194,11 +196,13 @@ class StreamLoop:
         except Exception as err:  # bad luck never stops the stream; the cause is logged
             self.totals["errors"] += 1
             self.last_error = f"{type(err).__name__}: {err}"
-            log.error("%s: iteration failed, restoring partitions %s from their snapshots in 1 s: %s",
-                      self.worker_id, self._owned, self.last_error)
             # The failed batch may have half-updated the state and moved the consumer past
             # unprocessed records: neither may survive, so start again from the snapshots.
             self._needs_recovery = True
+            if not self.broker_watch.check(time.monotonic(), force=True):
+                return False  # the watch logged the outage once; step() waits for the broker to return
+            log.error("%s: iteration failed, restoring partitions %s from their snapshots in 1 s: %s",
+                      self.worker_id, self._owned, self.last_error)
             time.sleep(1.0)
             return False
 
@@ -218,7 +222,7 @@ class StreamLoop:
     def step(self) -> int:
         """One iteration; returns the number of records polled."""
         self._run_commands()
-        if self._stopping.is_set():
+        if self._stopping.is_set() or self.broker_watch.waiting(time.monotonic()):
             return 0
         if self._needs_recovery:
             self._recover()
@@ -227,6 +231,8 @@ class StreamLoop:
             return 0
         polled = self.consumer.poll(timeout_ms=self.stream.poll_timeout_ms,
                                     max_records=self.stream.poll_max_records)
+        if not polled:  # a quiet topic or a lost broker: the consumer cannot tell, the watch can
+            self.broker_watch.check(time.monotonic())
         now = time.time()
         n = 0
         for tp, records in polled.items():
@@ -427,8 +433,10 @@ class StreamLoop:
 
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # kafka-python logs every connection at INFO; its warnings and errors still show.
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    # kafka-python logs every connection at INFO, and every failed reconnect at ERROR (about ten
+    # lines a second while a broker is away): our own lines carry the cause once (BrokerWatch,
+    # failed iterations), so only its critical lines show.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 def _epoch(value: Any) -> float:
@@ -466,9 +474,12 @@ class PartitionWorker:
         """The status the loop last published (at most about 0.5 s old); never waits for the loop."""
         if not self.thread.is_alive():
             raise RuntimeError(f"{self.worker_id}: the processing loop has stopped")
-        # pid: which OS process to watch (memory) or signal (the kill -9 reliability test).
+        # pid: which OS process to watch (memory) or signal (the kill -9 reliability test). The Kafka
+        # fields are live: while the broker is away the loop waits and publishes nothing new.
+        watch = self.loop.broker_watch
         return {**self.loop.published, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
-                "loop_idle_s": round(time.monotonic() - self.loop.heartbeat, 3)}
+                "loop_idle_s": round(time.monotonic() - self.loop.heartbeat, 3),
+                "kafka_unreachable_s": watch.unreachable_for(), "kafka_error": watch.cause}
 
     def checkpoint(self) -> bool:
         return self.loop.call(self.loop.checkpoint)

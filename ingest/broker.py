@@ -106,7 +106,7 @@ def wait_reachable(bootstrap_servers: str, attempts: int = CONNECT_ATTEMPTS,
             time.sleep(delay)
             delay *= 2
     raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap_servers}: {cause} "
-                            f"({attempts} attempts in {time.monotonic() - started:.1f} s)")
+                            f"({attempts} attempt{'s' if attempts > 1 else ''} in {time.monotonic() - started:.1f} s)")
 
 
 def broker_binary() -> str:
