@@ -14,14 +14,14 @@ description and the exact command, so the numbers are never typed by hand.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench.machine import load_average, machine_description
+from bench.tables import format_cell, markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -29,44 +29,38 @@ BENCHES = ("produce", "stream", "serve", "train", "state_memory")
 TIME_LIMIT_S = 15 * 60
 
 
-def machine_description() -> str:
-    cpus = os.cpu_count()
-    try:
-        mem_kb = int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
-                          if line.startswith("MemTotal")).split()[1])
-        mem = f"{mem_kb / 1024 / 1024:.0f} GiB"
-    except (OSError, StopIteration, ValueError):
-        mem = "unknown memory"
-    model = "unknown CPU"
-    with contextlib.suppress(OSError, StopIteration):
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-    system = f"{platform.system()} {platform.release()}"
-    return f"{cpus} cores ({model}), {mem}, {system}, Python {platform.python_version()}"
-
-
-def run(names: list[str]) -> dict[str, float]:
+def run(names: list[str]) -> tuple[dict[str, float], list[str]]:
+    """Run the scripts one after another; returns each one's seconds and the names that failed."""
     durations: dict[str, float] = {}
+    failed: list[str] = []
     for name in names:
         script = ROOT / "bench" / f"{name}.py"
         if not script.exists():
             print(f"bench: {name}: bench/{name}.py does not exist, skipped", file=sys.stderr)
+            failed.append(name)
             continue
         started = time.monotonic()
         print(f"bench: running {name} ...", flush=True)
-        result = subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=ROOT, timeout=TIME_LIMIT_S)
+        try:
+            result = subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=ROOT, timeout=TIME_LIMIT_S)
+            code = result.returncode
+        except subprocess.TimeoutExpired:
+            code = None
         durations[name] = time.monotonic() - started
-        if result.returncode != 0:
-            print(f"bench: {name} failed with exit code {result.returncode}", file=sys.stderr)
-    return durations
+        if code != 0:
+            cause = f"took longer than {TIME_LIMIT_S} s" if code is None else f"exit code {code}"
+            print(f"bench: {name} failed ({cause}); its previous results file, if any, is rendered",
+                  file=sys.stderr)
+            failed.append(name)
+    return durations, failed
 
 
 def _render_value(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
     if isinstance(value, dict | list):
         return "`" + json.dumps(value, separators=(",", ":"))[:200] + "`"
-    return str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # counts and sizes as recorded (no thousands separators, as before)
+    return format_cell(value)
 
 
 def render() -> str:
@@ -89,9 +83,17 @@ def render() -> str:
         lines += [f"Command: `{command}`", ""]
         if data.get("measured_at"):
             lines += [f"Measured: {data['measured_at']}", ""]
+        setup = data.get("setup") if isinstance(data.get("setup"), dict) else {}
+        if setup.get("machine"):
+            lines += [f"Machine: {setup['machine']}.", ""]
+        # A result's own tables first (the script printed the same ones), then every figure.
+        for title, table in (data.get("tables") or {}).items():
+            lines += [f"### {title}", "", *markdown_table(table["columns"], table["rows"]), ""]
+        if data.get("tables"):
+            lines += ["### All figures", ""]
         lines += ["| key | value |", "| --- | --- |"]
         for key, value in _flatten(data):
-            if key in {"command", "measured_at"}:
+            if key in {"command", "measured_at", "setup.machine"} or key.startswith("tables."):
                 continue
             lines.append(f"| {key} | {_render_value(value)} |")
         lines.append("")
@@ -116,13 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.render_only:
         started = time.monotonic()
-        durations = run(args.only or list(BENCHES))
+        durations, failed = run(args.only or list(BENCHES))
         for name, seconds in durations.items():
             print(f"bench: {name} took {seconds:.0f} s")
-        print(f"bench: total {time.monotonic() - started:.0f} s")
+        total = time.monotonic() - started
+        print(f"bench: total {total:.0f} s (limit {TIME_LIMIT_S} s), load average now {load_average()}")
+        if failed:
+            print(f"bench: failed: {', '.join(failed)}", file=sys.stderr)
     (ROOT / "BENCHMARKS.md").write_text(render() + "\n")
     print("bench: wrote BENCHMARKS.md")
-    return 0
+    return 1 if not args.render_only and failed else 0
 
 
 if __name__ == "__main__":
