@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import time
 
 import orjson
 import pytest
@@ -27,6 +28,7 @@ from tests.test_stream_support import (
     all_consumed,
     assert_exactly_once,
     consume_all,
+    measure_takeover,
     running_stream,
     stream_settings,
     wait_for,
@@ -85,7 +87,7 @@ def assert_alerts_once(settings, expected: set[tuple[str, str]]) -> None:
     assert set(got) == expected, f"only stream: {set(got) - expected}, only offline: {expected - set(got)}"
 
 
-def test_worker_kill_then_node_loss_keep_outputs_exactly_once(ray_cluster, settings) -> None:
+def test_worker_kill_then_node_loss_keep_outputs_exactly_once(ray_cluster, settings, reliability_record) -> None:
     extra = ray_cluster.add_node(num_cpus=2)
     ray_cluster.wait_for_nodes()
     s = stream_settings(settings, workers=2, checkpoint_every_messages=300)
@@ -104,7 +106,10 @@ def test_worker_kill_then_node_loss_keep_outputs_exactly_once(ray_cluster, setti
                 wait_for(lambda: processed(supervisor) >= 800, 60, what="800 readings processed")
                 handles = ray.get(supervisor.worker_handles.remote())
                 victim = next(w for w, info in assignment.items() if info["node_id"] != extra.node_id)
+                before = ray.get(supervisor.status.remote())
+                killed_at = time.monotonic()
                 ray.kill(handles[victim], no_restart=True)
+                kill_figures = measure_takeover(supervisor, before, handles, victim, killed_at)
             wait_for(all_consumed(s, len(first)), 90, what="every offset of phase 1 in the lake or DLQ")
             counts = assert_exactly_once(s, len(first))
             assert counts["dlq"] == sum(1 for _, v in first if v == MALFORMED)
@@ -116,8 +121,13 @@ def test_worker_kill_then_node_loss_keep_outputs_exactly_once(ray_cluster, setti
             # Phase 2: lose the added node (and the worker on it) while readings flow.
             with BackgroundProducer(s.kafka.bootstrap_servers, s.kafka.topic, second, rate=1500):
                 wait_for(lambda: processed(supervisor) >= 800, 60, what="phase 2 under way")
+                before = ray.get(supervisor.status.remote())
+                handles = ray.get(supervisor.worker_handles.remote())
+                lost = next(w for w, info in before["assignment"].items() if info["node_id"] == extra.node_id)
+                removed_at = time.monotonic()
                 ray_cluster.remove_node(extra, allow_graceful=False)
                 extra = None
+                node_figures = measure_takeover(supervisor, before, handles, lost, removed_at)
             wait_for(all_consumed(s, len(first) + len(second)), 120,
                      what="every offset of both phases in the lake or DLQ")
             assert_exactly_once(s, len(first) + len(second))
@@ -131,6 +141,11 @@ def test_worker_kill_then_node_loss_keep_outputs_exactly_once(ray_cluster, setti
             assignment = wait_for(rebalanced, 60, what="a replacement worker with 2 of the 4 partitions")
             owned = sorted(p for info in assignment.values() for p in info["partitions"])
             assert owned == [0, 1, 2, 3], assignment
+        # Recovery times (see measure_takeover); outputs above were checked exactly once.
+        reliability_record("stream.ray_kill_worker[short]", readings=len(first), lost=0, duplicated=0,
+                           duplicate_alerts=0, **kill_figures)
+        reliability_record("stream.node_removal[short]", readings=len(first) + len(second), lost=0, duplicated=0,
+                           duplicate_alerts=0, **node_figures)
     finally:
         if extra is not None:
             ray_cluster.remove_node(extra)

@@ -187,3 +187,66 @@ def all_consumed(settings: Settings, total: int) -> Callable[[], bool]:
         return len(set(zip(lake["kafka_partition"], lake["kafka_offset"], strict=True))) + len(
             {(dict(r.headers)["source_partition"], dict(r.headers)["source_offset"]) for r in dead}) >= total
     return check
+
+
+def partition_ends(status: dict[str, Any]) -> dict[int, int]:
+    """Partition -> the high watermark its owner last reported (where the partition ended then)."""
+    ends = {}
+    for worker in status["workers"].values():
+        for p, info in (worker.get("partitions") or {}).items():
+            if info.get("highwater") is not None:
+                ends[int(p)] = int(info["highwater"])
+    return ends
+
+
+def measure_takeover(supervisor: Any, before: dict[str, Any], handles: dict[str, Any], victim: str, since: float,
+                     timeout_s: float = 90.0) -> dict[str, float]:
+    """Seconds from ``since`` (``time.monotonic()`` at the failure of ``victim``) until the stream recovered.
+
+    ``before`` is a supervisor status and ``handles`` its ``worker_handles()``, both taken
+    just before the failure. Figures:
+    ``ray_reports_dead_s``, a call to the dead worker fails; ``resumed_s``, the dead
+    worker's partitions have been read past where they ended at the failure by live
+    workers (asked directly, every 0.1 s); ``reassigned_s``, the supervisor answers again
+    with every partition owned by a live worker (it holds its lock while it moves the
+    partitions, starts a replacement and rebalances, so this includes all of that).
+    """
+    import ray
+    from ray.exceptions import RayActorError
+
+    partitions, ends = before["assignment"][victim]["partitions"], partition_ends(before)
+    handles = dict(handles)
+    dead = handles.pop(victim)
+    figures: dict[str, float] = {}
+    pending = supervisor.assignment.remote()  # one call in flight at a time: it waits for the lock
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if "ray_reports_dead_s" not in figures:
+            try:
+                ray.get(dead.status.remote(), timeout=0.5)
+            except RayActorError:
+                figures["ray_reports_dead_s"] = round(time.monotonic() - since, 3)
+            except ray.exceptions.GetTimeoutError:
+                pass
+        if pending is not None and ray.wait([pending], timeout=0)[0]:
+            assignment = ray.get(pending)
+            owned = sorted(p for w, info in assignment.items() if w != victim for p in info["partitions"])
+            if victim not in assignment and owned == sorted(before["partitions"]):
+                figures.setdefault("reassigned_s", round(time.monotonic() - since, 3))
+                handles = {w: h for w, h in ray.get(supervisor.worker_handles.remote(), timeout=60).items()
+                           if w != victim}
+                pending = None
+            else:
+                pending = supervisor.assignment.remote()
+        offsets: dict[int, int] = {}
+        for handle in handles.values():
+            with contextlib.suppress(Exception):  # a worker being replaced answers on the next round
+                for p, info in ray.get(handle.status.remote(), timeout=5)["partitions"].items():
+                    if info.get("next_offset") is not None:
+                        offsets[int(p)] = max(offsets.get(int(p), 0), info["next_offset"])
+        if "resumed_s" not in figures and all(offsets.get(p, -1) >= ends.get(p, 0) for p in partitions):
+            figures["resumed_s"] = round(time.monotonic() - since, 3)
+        if len(figures) == 3:
+            return figures
+        time.sleep(0.1)
+    raise AssertionError(f"no full recovery within {timeout_s:.0f} s of losing {victim}: {figures}")
