@@ -87,7 +87,9 @@ def main() -> int:
         base = load_settings(environ={})
         settings = base.model_copy(update={"train": base.train.model_copy(update={
             "registry_dir": str(Path(tmp) / "registry"), "num_workers": 2, "max_concurrent_trials": 1})})
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        # address="local": always a fresh Ray of our own, never a cluster someone else started (a bare
+        # ray.init() joins the latest cluster of /tmp/ray/ray_current_cluster or RAY_ADDRESS).
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         try:
             started = time.monotonic()
             version = train_and_register(settings, csv, quick=False, trials=trials, promote="never")
