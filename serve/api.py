@@ -46,7 +46,7 @@ from ingest.settings import ServeSettings
 from ingest.validation import Problem, format_timestamp, validate_records
 from serve import schemas
 from serve.auth import ApiGuard
-from serve.metrics import ServeMetrics
+from serve.metrics import GAUGE_REFRESH_S, ServeMetrics
 from serve.model import ModelServer, NoModelError, Scored
 from serve.rate_limit import RateLimiter
 
@@ -412,11 +412,18 @@ def create_api(backend: Backend) -> FastAPI:
 
 
 async def _poll(server: ModelServer, metrics: ServeMetrics, interval_s: float) -> None:
-    """Every ``interval_s``: pick up a newly promoted model, then export feature drift."""
+    """Every ``interval_s``: pick up a newly promoted model, then export feature drift; and at least
+    every ``GAUGE_REFRESH_S`` set the gauges again, which Ray would otherwise stop exporting."""
+    due = time.monotonic() + interval_s
     while True:
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(max(min(due - time.monotonic(), GAUGE_REFRESH_S), 0.0))
+        if time.monotonic() < due:
+            metrics.refresh_gauges()
+            continue
+        due = time.monotonic() + interval_s
         try:
             await asyncio.to_thread(server.refresh)
             metrics.feature_drift(await asyncio.to_thread(server.drift))
+            metrics.refresh_gauges()
         except Exception as err:  # keep polling: the next read may succeed
             logger.error("model poll failed, will retry in %.1f s: %s: %s", interval_s, type(err).__name__, err)

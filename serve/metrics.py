@@ -20,6 +20,10 @@ import numpy as np
 
 # Seconds; predictions take about a millisecond, a slow batch can take a second.
 LATENCY_BOUNDARIES = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]
+# Ray 2.60 drops a gauge value that has not been set again within two metrics export intervals
+# (20 s by default; measured: a gauge set once is gone from the metrics port 20-30 s later), so
+# the gauges are set again at this pace (see :meth:`ServeMetrics.refresh_gauges`).
+GAUGE_REFRESH_S = 5.0
 
 
 class ServeMetrics:
@@ -34,6 +38,8 @@ class ServeMetrics:
         self.shadow_agreements = 0
         self.shadow_total = 0
         self._latencies: deque[float] = deque(maxlen=2048)  # recent request latencies, for stats
+        # Current gauge values, (gauge, tag items) -> value, set again by refresh_gauges.
+        self._gauge_values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._ray = None
         if ray_metrics:
             from ray.serve import metrics
@@ -82,13 +88,25 @@ class ServeMetrics:
                 self._ray["latency"].observe(seconds, tags={"variant": variant})
 
     def feature_drift(self, psi: dict[str, float]) -> None:
-        if self._ray is not None:
-            for feature, value in psi.items():
-                self._ray["drift"].set(value, tags={"feature": feature})
+        for feature, value in psi.items():
+            self._set_gauge("drift", {"feature": feature}, value)
 
     def model_version(self, version: str, active: bool) -> None:
+        tags = {"component": "serve", "version": version}
+        self._set_gauge("version", tags, 1.0 if active else 0.0)
+        if not active:  # a replaced version reads 0 once, then ages out of the export
+            self._gauge_values.pop(("version", tuple(sorted(tags.items()))), None)
+
+    def refresh_gauges(self) -> None:
+        """Set every current gauge value again, so that Ray keeps exporting it (see GAUGE_REFRESH_S)."""
         if self._ray is not None:
-            self._ray["version"].set(1.0 if active else 0.0, tags={"component": "serve", "version": version})
+            for (gauge, tags), value in list(self._gauge_values.items()):
+                self._ray[gauge].set(value, tags=dict(tags))
+
+    def _set_gauge(self, gauge: str, tags: dict[str, str], value: float) -> None:
+        self._gauge_values[(gauge, tuple(sorted(tags.items())))] = value
+        if self._ray is not None:
+            self._ray[gauge].set(value, tags=tags)
 
     def snapshot(self) -> dict[str, Any]:
         """The replica's counters as the ``/predictions/stats`` body."""

@@ -11,12 +11,13 @@ the OOM killer, a segfault in native code or a lost machine, none of which tells
 SIGKILL makes Ray and Serve find out the way they would in a real crash.
 
 What the system guarantees, and is asserted: Serve brings the replica count back within a
-bound; requests started after that all succeed; the surviving replica keeps answering during
-recovery; every request gets an answer (a 200 or a 5xx, no hang); and a kill fails at most as
-many requests as can be in flight (one per client). Measured here: only the requests in flight
-on the killed replica failed (HTTP 500 from Serve's proxy), and each succeeded when retried at
-once, so a client that retries an idempotent /predict once would have seen no failure. The
-numbers themselves are recorded with ``reliability_record``.
+bound, and the new replica answers; requests started after that all succeed; the surviving
+replica keeps answering during recovery; every request gets an answer (a 200 or a 5xx, no
+hang); and a kill fails at most as many requests as can be in flight (one per client).
+Measured here: only requests in flight on the killed replica failed (HTTP 500 from Serve's
+proxy; some runs none at all), and each succeeded when retried at once, so a client that
+retries an idempotent /predict once would have seen no failure. The numbers themselves are
+recorded with ``reliability_record``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import signal
 import time
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
 from ingest.settings import ServeSettings
@@ -107,7 +109,7 @@ def two_replicas(ray_cluster, tmp_path_factory):
 
 
 def summarise(outcomes: list[Outcome], killed_at: float, replaced_at: float) -> dict[str, object]:
-    """Figures of one kill: the requests that overlap it and the times of recovery, in seconds from the kill."""
+    """Figures of one kill from the requests that finished between it and the next kill; times from the kill."""
     first = [o for o in outcomes if o.attempt == 1]
     failed = [o for o in first if not o.ok]
     retries = [o for o in outcomes if o.attempt == 2]
@@ -126,6 +128,19 @@ def summarise(outcomes: list[Outcome], killed_at: float, replaced_at: float) -> 
         "slowest_request_s": round(max(o.finished - o.started for o in first), 3),
         "sample_errors": sorted({(o.error or "")[:120] for o in failed})[:3],
     }
+
+
+def new_replica_answers(url: str, killed_at: float, attempts: int = 50) -> bool:
+    """Whether some /health answer comes from a replica started after ``killed_at``.
+
+    ``uptime_seconds`` is per replica: one younger than the time since the kill is the replacement,
+    so the proxy really routes to it (a replica RUNNING in ``serve.status`` could still be unreachable).
+    """
+    for _ in range(attempts):
+        since_kill = time.monotonic() - killed_at
+        if httpx.get(url + "/health", timeout=10).json()["uptime_seconds"] < since_kill:
+            return True
+    return False
 
 
 def run_kills(url: str, scenario: KillScenario) -> tuple[list[Outcome], list[tuple[float, float, str]]]:
@@ -155,6 +170,8 @@ def run_kills(url: str, scenario: KillScenario) -> tuple[list[Outcome], list[tup
                     await asyncio.sleep(0.2)
                 replaced_at = time.monotonic()
                 kills.append((killed_at, replaced_at, victim))
+                assert await asyncio.to_thread(new_replica_answers, url, killed_at), \
+                    f"no answer from the replica that replaced {victim}"
                 print(f"  replaced after {replaced_at - killed_at:.1f} s; "
                       f"{sum(not o.ok for o in outcomes[before:] if o.attempt == 1)} requests failed so far",
                       flush=True)
@@ -170,11 +187,12 @@ def run_kills(url: str, scenario: KillScenario) -> tuple[list[Outcome], list[tup
 def check_and_record(outcomes: list[Outcome], kills: list[tuple[float, float, str]], scenario: KillScenario,
                      record, name: str) -> None:
     first = [o for o in outcomes if o.attempt == 1]
-    per_kill = []
-    for k, (killed_at, replaced_at, _victim) in enumerate(kills):
+    # A request belongs to the last kill before it finished: one in flight at a kill is that kill's.
+    windows = []
+    for k, (killed_at, replaced_at, victim) in enumerate(kills):
         end = kills[k + 1][0] if k + 1 < len(kills) else float("inf")
-        mine = [o for o in outcomes if killed_at - TIMEOUT_S <= o.started < end and o.finished >= killed_at]
-        per_kill.append(summarise(mine, killed_at, replaced_at))
+        windows.append((killed_at, replaced_at, victim, [o for o in outcomes if killed_at <= o.finished < end]))
+    per_kill = [summarise(mine, killed_at, replaced_at) for killed_at, replaced_at, _, mine in windows]
     failed = [o for o in first if not o.ok]
     load_s = first[-1].finished - first[0].started
     figures = {
@@ -192,9 +210,11 @@ def check_and_record(outcomes: list[Outcome], kills: list[tuple[float, float, st
     print(figures, flush=True)
 
     assert len(kills) == scenario.kills
-    for (_killed_at, replaced_at, victim), figures_k in zip(kills, per_kill, strict=True):
+    before = [o for o in failed if o.finished < kills[0][0]]
+    assert not before, f"{len(before)} requests failed before any replica was killed: {before[:3]}"
+    for (_killed_at, replaced_at, victim, mine), figures_k in zip(windows, per_kill, strict=True):
         # Recovery: every request sent after the replica count was back succeeded.
-        late = [o for o in first if o.started >= replaced_at and not o.ok]
+        late = [o for o in mine if o.attempt == 1 and o.started >= replaced_at and not o.ok]
         assert not late, f"{len(late)} requests failed after {victim} was replaced: {late[:3]}"
         # The surviving replica kept answering while the killed one was being replaced.
         assert figures_k["succeeded_during_recovery"] > 0, figures_k

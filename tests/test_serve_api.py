@@ -542,3 +542,15 @@ def test_custom_metrics_exported_beside_serve_metrics(client, ray_cluster):
     psi = {line.split('feature="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
            for line in text.splitlines() if line.startswith("ray_smoke_feature_drift_psi{")}
     assert psi["temperature_c"] > 1.0, psi  # one value far from training: strong drift
+
+
+@pytest.mark.full
+def test_gauges_stay_exported_long_after_they_were_set(client, ray_cluster):
+    # Ray 2.60 stops exporting a gauge that is not set again within 20 s (two export intervals);
+    # the model version is set once per load, so the replica sets its gauges again every few seconds.
+    uptime = client.get("/health").json()["uptime_seconds"]
+    time.sleep(max(0.0, 45.0 - uptime))
+    port = ray_cluster.head_node.metrics_export_port
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    versions = [line for line in text.splitlines() if line.startswith("ray_smoke_model_version{")]
+    assert any('component="serve"' in line and line.endswith(" 1.0") for line in versions), versions
