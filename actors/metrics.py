@@ -7,10 +7,15 @@ to the process's core worker), hence one small class per role.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
+# Ray 2.60 stops exporting a gauge value not set again within two export intervals (20 s by
+# default; measured: a gauge set once is gone from the metrics port 20-30 s later). Gauges set
+# only on change (the model version) are set again at this pace.
+GAUGE_REFRESH_S = 5.0
 LATENCY_BOUNDARIES = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
 CHECKPOINT_BOUNDARIES = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 
@@ -38,6 +43,7 @@ class WorkerMetrics:
         self.model = Gauge("smoke_model_version", "model version in use (value 1)",
                            tag_keys=("component", "version"))
         self._model_version: str | None = None
+        self._model_version_set_at = 0.0
 
     def processed(self, partition: int, n: int) -> None:
         if n:
@@ -63,12 +69,14 @@ class WorkerMetrics:
 
     def model_version(self, version: str | None) -> None:
         version = version or "none"
-        if version == self._model_version:
+        now = time.monotonic()
+        if version == self._model_version and now - self._model_version_set_at < GAUGE_REFRESH_S:
             return
-        if self._model_version is not None:
+        if self._model_version is not None and version != self._model_version:
             self.model.set(0, tags={"component": "stream", "version": self._model_version})
         self.model.set(1, tags={"component": "stream", "version": version})
         self._model_version = version
+        self._model_version_set_at = now
 
 
 class SupervisorMetrics:
