@@ -77,3 +77,19 @@ def test_time_split_of_generated_data_trains_on_the_past(readings) -> None:
     assert split.train[TIMESTAMP].max() < split.validation[TIMESTAMP].min()
     assert split.validation[TIMESTAMP].max() < split.test[TIMESTAMP].min()
     assert len(split.test) >= 0.15 * len(features)
+
+
+def test_one_reading_per_sensor_polls_give_exactly_the_numbers_of_whole_sequences() -> None:
+    """The stream's usual poll (each sensor once) takes the sliced layout; a sensor's whole history
+    in one call (the batch path) takes the general one: both must give identical numbers."""
+    rng = np.random.default_rng(3)
+    sensors = [f"s{i}" for i in range(6)]
+    steps = 25  # longer than the window: covers partial windows (masked) and full ones
+    stamps = 1_780_000_000.0 + np.arange(steps, dtype=np.float64)
+    values = rng.lognormal(3.0, 1.0, size=(steps, len(sensors), len(MEASUREMENTS)))
+    state = FeatureState(capacity=2)
+    polled = np.stack([compute_features(state, sensors, np.full(len(sensors), stamps[t]), values[t])
+                       for t in range(steps)], axis=1)  # (sensor, step, feature)
+    for j, sensor in enumerate(sensors):
+        whole = compute_features(FeatureState(), [sensor] * steps, stamps, values[:, j])
+        np.testing.assert_array_equal(polled[j], whole, err_msg=sensor)

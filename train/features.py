@@ -224,10 +224,17 @@ def compute_features(
     y = np.full((total, x.shape[1]), np.nan)
     ty = np.full(total, np.nan)
     seg_base = starts + np.arange(len(starts)) * h
-    hist_rows = seg_base[:, None] + np.arange(h)[None, :]
-    y[hist_rows] = state.history[seg_slots]
+    # One reading per sensor (the stream's usual poll): segment i is rows [i*WINDOW, (i+1)*WINDOW)
+    # of y, so its blocks are plain slices of a reshaped view instead of gathers (same numbers).
+    one_each = len(starts) == n
+    blocks = y.reshape(n, WINDOW, x.shape[1]) if one_each else None
+    if blocks is not None:
+        blocks[:, :h] = state.history[seg_slots]
+        blocks[:, h] = x
+    else:
+        y[seg_base[:, None] + np.arange(h)[None, :]] = state.history[seg_slots]
+        y[y_pos] = x
     ty[seg_base + h - 1] = state.last_timestamp[seg_slots]
-    y[y_pos] = x
     ty[y_pos] = t
 
     prev = y[y_pos - 1]
@@ -237,10 +244,15 @@ def compute_features(
         rate = delta / np.where(dt > 0, dt, np.nan)[:, None]
     windows = np.lib.stride_tricks.sliding_window_view(y, WINDOW, axis=0)[y_pos - h]  # (n, k, WINDOW)
     valid = np.isfinite(windows)
-    counts = valid.sum(axis=2)
-    filled = np.where(valid, windows, 0.0)
-    mean = filled.sum(axis=2) / counts
-    spread = np.sqrt(np.maximum((np.where(valid, windows - mean[..., None], 0.0) ** 2).sum(axis=2) / counts, 0))
+    if valid.all():  # every window full (the steady state): the same sums without the masking
+        mean = windows.sum(axis=2) / WINDOW
+        spread = np.sqrt(np.maximum(((windows - mean[..., None]) ** 2).sum(axis=2) / WINDOW, 0))
+    else:
+        counts = valid.sum(axis=2)
+        filled = np.where(valid, windows, 0.0)
+        mean = filled.sum(axis=2) / counts
+        spread = np.sqrt(np.maximum((np.where(valid, windows - mean[..., None], 0.0) ** 2).sum(axis=2) / counts,
+                                    0))
 
     ewma = _ewma(x, rank, pos_in_seg, state.ewma[seg_slots], seg_len)
 
@@ -248,8 +260,10 @@ def compute_features(
     out[order, len(POINT_FEATURES):] = windowed
 
     # Carry the history forward: the last WINDOW-1 rows of each segment's y block.
-    last_rows = (seg_base + h + seg_len)[:, None] - h + np.arange(h)[None, :]
-    state.history[seg_slots] = y[last_rows]
+    if blocks is not None:
+        state.history[seg_slots] = blocks[:, 1:]
+    else:
+        state.history[seg_slots] = y[(seg_base + h + seg_len)[:, None] - h + np.arange(h)[None, :]]
     state.last_timestamp[seg_slots] = ty[seg_base + h + seg_len - 1]
     state.ewma[seg_slots] = ewma[starts + seg_len - 1]
     state.count[seg_slots] += seg_len
@@ -263,9 +277,11 @@ def _ewma(x: np.ndarray, rank: np.ndarray, pos: np.ndarray, start: np.ndarray, s
     segment, which is short in the stream (many sensors, few rows each) and
     long only in the batch path, where it is a tight loop over one sensor.
     """
+    a = EWMA_ALPHA
+    if len(seg_len) == len(x):  # one reading per segment: a single step, rows are the segments
+        return np.where(np.isnan(start), x, a * x + (1 - a) * start)
     out = np.empty_like(x)
     current = start.copy()
-    a = EWMA_ALPHA
     rows_by_step = np.argsort(pos, kind="stable")
     step_bounds = np.searchsorted(pos[rows_by_step], np.arange(seg_len.max() + 1))
     for step in range(seg_len.max()):
