@@ -17,7 +17,10 @@ Measures, against one embedded broker and one local Ray started here:
    (``pip install -e '.[bench]'``); ratio = ours / Bytewax.
 2. **End-to-end latency** at 1,000 and 5,000 readings/s, paced by a producer in
    this process: per reading, ``processed_at`` (detection done) minus the broker
-   record's timestamp (the producer's send time); p50 / p99.
+   record's timestamp (the producer's send time); p50 / p99. Beside it, in the
+   same minutes, a bare kafka-python consumer of the same records
+   (``bench.stream_raw_consumer``, its own process): poll returned minus the same
+   timestamp, the transport's share of the latency on a machine as loaded as it is.
 3. **Bytes of state per sensor** at 10,000 sensors: the stream's own estimate
    (``nbytes_per_sensor``), the pickled snapshot size, and the Python heap growth
    measured with ``tracemalloc``.
@@ -71,8 +74,8 @@ def fill(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]]) -> float:
     return len(items) / (time.perf_counter() - started)
 
 
-def ceiling(bootstrap: str, topic: str, partitions: int, n: int) -> float:
-    """One kafka-python consumer: poll and orjson-decode every value, nothing else."""
+def ceiling(bootstrap: str, topic: str, partitions: int, n: int, max_records: int) -> float:
+    """One kafka-python consumer: poll and orjson-decode every value, nothing else (the stream's poll size)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
                              fetch_max_wait_ms=100)
     tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -81,7 +84,7 @@ def ceiling(bootstrap: str, topic: str, partitions: int, n: int) -> float:
     seen, first = 0, None
     deadline = time.monotonic() + 120
     while seen < n and time.monotonic() < deadline:
-        polled = consumer.poll(timeout_ms=200, max_records=2000)
+        polled = consumer.poll(timeout_ms=200, max_records=max_records)
         for records in polled.values():
             if first is None:
                 first = time.perf_counter()
@@ -105,13 +108,21 @@ def bytewax_rate(bootstrap: str, topic: str) -> dict[str, float] | None:
 
 def run_stream(settings, items_or_none, rate: float | None, expect: int, timeout_s: float = 120.0):
     """Start a stream, optionally produce paced traffic, wait until ``expect`` rows are processed,
-    stop (final checkpoint) and return the lake's rows."""
+    stop (final checkpoint) and return the lake's rows, the alert count and, with paced traffic,
+    the latency of a bare consumer reading the same records meanwhile (``bench.stream_raw_consumer``)."""
     from actors.supervisor import start_stream, stop_stream, stream_status
     from ingest.lake import read_lake
 
     start_stream(settings, settings.kafka.bootstrap_servers)
+    raw = None
     try:
         if items_or_none is not None:
+            raw = subprocess.Popen(
+                [sys.executable, "-m", "bench.stream_raw_consumer", "--bootstrap-servers",
+                 settings.kafka.bootstrap_servers, "--topic", settings.kafka.topic, "--partitions",
+                 str(settings.kafka.partitions), "--expect", str(expect)],
+                cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            raw.stdout.readline()  # "ready": positioned at the end of every partition
             producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=1, acks=1)
             started = time.monotonic()
             for i, (key, value) in enumerate(items_or_none):
@@ -132,8 +143,12 @@ def run_stream(settings, items_or_none, rate: float | None, expect: int, timeout
         alerts = sum(w.get("totals", {}).get("alerts", 0) for w in status.get("workers", {}).values())
     finally:
         stop_stream(settings)
+    baseline = None
+    if raw is not None:
+        out, _ = raw.communicate(timeout=180)
+        baseline = json.loads(out.strip().splitlines()[-1])
     lake = read_lake(settings.stream.lake_dir, columns=["kafka_offset", "arrival_time", "processed_at"])
-    return lake, alerts
+    return lake, alerts, baseline
 
 
 def state_bytes(settings, sensors: int) -> dict[str, float]:
@@ -202,11 +217,12 @@ def main(argv: list[str] | None = None) -> int:
             items = messages(n, 1_000, 1_780_000_000.0)
             s1 = settings_for("tput", workers=1)
             produce_rate = fill(broker.bootstrap_servers, s1.kafka.topic, items)
-            ceiling_rate = ceiling(broker.bootstrap_servers, s1.kafka.topic, 4, n)
-            lake, alerts = run_stream(s1, None, None, n)
+            poll_size = s1.stream.poll_max_records
+            ceiling_rate = ceiling(broker.bootstrap_servers, s1.kafka.topic, 4, n, poll_size)
+            lake, alerts, _ = run_stream(s1, None, None, n)
             span = float(lake["processed_at"].max() - lake["processed_at"].min())
             ours = len(lake) / span if span > 0 else 0.0
-            ceiling_after = ceiling(broker.bootstrap_servers, s1.kafka.topic, 4, n)
+            ceiling_after = ceiling(broker.bootstrap_servers, s1.kafka.topic, 4, n, poll_size)
             ceiling_best = max(ceiling_rate, ceiling_after)
             result["throughput"] = {
                 "readings": n, "sensors": 1_000, "workers": 1,
@@ -218,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             # The same topic again with 2 workers (the machine has 2 cores): how far the stream scales.
             s2 = settings_for("tput2", workers=2, topic=s1.kafka.topic)
-            lake, _ = run_stream(s2, None, None, n)
+            lake, _, _ = run_stream(s2, None, None, n)
             span = float(lake["processed_at"].max() - lake["processed_at"].min())
             ours2 = len(lake) / span if span > 0 else 0.0
             result["throughput"]["stream_2_workers_per_s"] = round(ours2)
@@ -236,13 +252,17 @@ def main(argv: list[str] | None = None) -> int:
                 s = settings_for(f"lat{rate}", workers=2)
                 count = int(rate * latency_s)
                 paced = messages(count, 1_000, 1_780_100_000.0)
-                lake, _ = run_stream(s, paced, rate, count)
+                lake, _, raw = run_stream(s, paced, rate, count)
                 lat = (lake["processed_at"] - lake["arrival_time"]).to_numpy()
+                p99 = round(float(np.percentile(lat, 99)) * 1000, 1)
                 result["latency"][f"{rate}_per_s"] = {
                     "readings": len(lat), "workers": 2,
                     "p50_ms": round(float(np.percentile(lat, 50)) * 1000, 1),
-                    "p99_ms": round(float(np.percentile(lat, 99)) * 1000, 1),
+                    "p99_ms": p99,
                     "max_ms": round(float(lat.max()) * 1000, 1),
+                    # The transport alone in the same minutes: a bare consumer of the same records.
+                    "raw_consumer": raw,
+                    "p99_over_raw_consumer_p99": round(p99 / raw["p99_ms"], 2) if raw and raw["p99_ms"] else None,
                 }
                 print("latency", rate, result["latency"][f"{rate}_per_s"], flush=True)
         finally:
