@@ -5,6 +5,9 @@ baseline in the same run and writes ``bench/results/<name>.json``; this script
 runs them one after another (never in parallel: they would measure each other),
 then renders every result file into ``BENCHMARKS.md`` with the machine
 description and the exact command, so the numbers are never typed by hand.
+A run of every script also records, in ``bench/last_run.json``, how long each
+took and the machine's load around it (the 15-minute budget of ``make bench``),
+and BENCHMARKS.md shows that first.
 
     python -m bench.run_all                 # run all, then render
     python -m bench.run_all --only serve    # run one, render all results present
@@ -27,32 +30,49 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BENCHES = ("produce", "stream", "serve", "train", "state_memory")
 TIME_LIMIT_S = 15 * 60
+# Kept beside results/, not in it: it records the run, not a benchmark.
+LAST_RUN = ROOT / "bench" / "last_run.json"
 
 
-def run(names: list[str]) -> tuple[dict[str, float], list[str]]:
-    """Run the scripts one after another; returns each one's seconds and the names that failed."""
-    durations: dict[str, float] = {}
-    failed: list[str] = []
+def run(names: list[str]) -> dict[str, dict[str, object]]:
+    """Run the scripts one after another; per script: seconds, outcome and the load around it."""
+    runs: dict[str, dict[str, object]] = {}
     for name in names:
         script = ROOT / "bench" / f"{name}.py"
         if not script.exists():
             print(f"bench: {name}: bench/{name}.py does not exist, skipped", file=sys.stderr)
-            failed.append(name)
+            runs[name] = {"seconds": 0.0, "outcome": "missing"}
             continue
-        started = time.monotonic()
+        started, load_before = time.monotonic(), load_average()
         print(f"bench: running {name} ...", flush=True)
         try:
-            result = subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=ROOT, timeout=TIME_LIMIT_S)
-            code = result.returncode
+            code: int | None = subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=ROOT,
+                                              timeout=TIME_LIMIT_S).returncode
         except subprocess.TimeoutExpired:
             code = None
-        durations[name] = time.monotonic() - started
+        outcome = "ok" if code == 0 else f"timed out after {TIME_LIMIT_S} s" if code is None else f"exit code {code}"
+        runs[name] = {"seconds": round(time.monotonic() - started, 1), "outcome": outcome,
+                      "load_average_before": load_before, "load_average_after": load_average()}
         if code != 0:
-            cause = f"took longer than {TIME_LIMIT_S} s" if code is None else f"exit code {code}"
-            print(f"bench: {name} failed ({cause}); its previous results file, if any, is rendered",
+            print(f"bench: {name} failed ({outcome}); its previous results file, if any, is rendered",
                   file=sys.stderr)
-            failed.append(name)
-    return durations, failed
+    return runs
+
+
+def render_last_run(record: dict) -> list[str]:
+    """The last full `make bench`: how long each script took and how loaded the shared machine was."""
+    rows = [[name, r["seconds"], r["outcome"], _loads(r.get("load_average_before")),
+             _loads(r.get("load_average_after"))] for name, r in record["scripts"].items()]
+    rows.append(["total", record["total_seconds"], f"limit {record['limit_seconds']} s", "", ""])
+    return [
+        "## Last full run", "",
+        f"Command: `{record['command']}`, started {record['started_at']}.", "",
+        *markdown_table(["script", "seconds", "outcome", "load average before (1/5/15 min)", "after"], rows), "",
+    ]
+
+
+def _loads(loads: object) -> str:
+    return " / ".join(f"{x:g}" for x in loads) if isinstance(loads, list) else "-"
 
 
 def _render_value(value: object) -> str:
@@ -73,6 +93,8 @@ def render() -> str:
         f"Machine: {machine_description()}.",
         "",
     ]
+    if LAST_RUN.exists():
+        lines += render_last_run(json.loads(LAST_RUN.read_text()))
     files = sorted(RESULTS.glob("*.json")) if RESULTS.exists() else []
     if not files:
         lines.append("No results yet: run `make bench`.")
@@ -116,18 +138,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=BENCHES, help="run only these (repeatable)")
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args(argv)
+    failed: list[str] = []
     if not args.render_only:
+        started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         started = time.monotonic()
-        durations, failed = run(args.only or list(BENCHES))
-        for name, seconds in durations.items():
-            print(f"bench: {name} took {seconds:.0f} s")
-        total = time.monotonic() - started
+        runs = run(args.only or list(BENCHES))
+        total = round(time.monotonic() - started, 1)
+        for name, r in runs.items():
+            print(f"bench: {name} took {r['seconds']:.0f} s ({r['outcome']})")
         print(f"bench: total {total:.0f} s (limit {TIME_LIMIT_S} s), load average now {load_average()}")
+        failed = [name for name, r in runs.items() if r["outcome"] != "ok"]
         if failed:
             print(f"bench: failed: {', '.join(failed)}", file=sys.stderr)
+        if not args.only:  # only a run of every script says how long `make bench` takes
+            LAST_RUN.write_text(json.dumps({
+                "command": "python -m bench.run_all", "started_at": started_at, "machine": machine_description(),
+                "total_seconds": total, "limit_seconds": TIME_LIMIT_S, "scripts": runs}, indent=2) + "\n")
     (ROOT / "BENCHMARKS.md").write_text(render() + "\n")
     print("bench: wrote BENCHMARKS.md")
-    return 1 if not args.render_only and failed else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
