@@ -22,88 +22,46 @@ recorded with ``reliability_record``.
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import os
-import signal
-import time
-from dataclasses import dataclass
+import json
+import subprocess
+import sys
 
-import httpx
 import pytest
 
-from ingest.settings import ServeSettings
-from serve.app import DEPLOYMENT_NAME
-from tests.serve_support import Outcome, deploy, free_port, predict_load, start_serve, train_registry, wait_for
+from ingest.settings import REPO_ROOT
+from tests.serve_replica_kill import FULL, REPLICAS, SHORT, TIMEOUT_S, KillScenario, deploy_replicas, run_kills
+from tests.serve_support import Outcome
 
 pytestmark = pytest.mark.integration
 
-APP_NAME = "smoke-reliability"
-REPLICAS = 2
-REPLACE_BOUND_S = 60.0  # Serve's health check period (10 s) plus a replica start on a busy 2-core machine
-TIMEOUT_S = 30.0  # per request; a request that hangs past it counts as failed
 
-
-@dataclass(frozen=True)
-class KillScenario:
-    clients: int  # concurrent HTTP clients, each posting back to back
-    warmup_s: float  # load before the first kill
-    settle_s: float  # load after the replica count is back, before the next kill or the end
-    kills: int  # replicas killed one after the other (each after the previous was replaced)
-
-
-SHORT = KillScenario(clients=8, warmup_s=2.0, settle_s=3.0, kills=1)
-FULL = KillScenario(clients=32, warmup_s=15.0, settle_s=15.0, kills=3)
-
-
-def replica_names() -> list[str]:
-    """Names of this application's live replica actors (``SERVE_REPLICA::app#deployment#id``)."""
-    import ray
-
-    prefix = f"SERVE_REPLICA::{APP_NAME}#{DEPLOYMENT_NAME}#"
-    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                  if a["namespace"] == "serve" and a["name"].startswith(prefix))
-
-
-def replica_pid(name: str) -> int:
-    import ray
-
-    replica = ray.get_actor(name, namespace="serve")
-    return ray.get(replica.__ray_call__.remote(lambda _replica: os.getpid()), timeout=30)
-
-
-def running_replicas() -> int:
-    from ray import serve
-
-    app = serve.status().applications.get(APP_NAME)
-    if app is None or DEPLOYMENT_NAME not in app.deployments:
-        return 0
-    states = app.deployments[DEPLOYMENT_NAME].replica_states
-    return sum(n for state, n in states.items() if str(getattr(state, "value", state)) == "RUNNING")
-
-
-def replaced(victim: str) -> bool:
-    """The killed replica is gone and the deployment has its full count of RUNNING replicas again."""
-    names = replica_names()
-    return victim not in names and len(names) == REPLICAS and running_replicas() == REPLICAS
+# First in the module: it runs before ``two_replicas`` deploys on the session's cluster, so the
+# two Rays do not hold replicas at the same time on the 2-core machine.
+@pytest.mark.full
+def test_replica_killed_behind_haproxy(reliability_record, tmp_path):
+    # The ingress `smoke up` runs (HAProxy, serve.deployment.SERVE_ENV) needs a Ray of its own.
+    scenario = SHORT
+    out = tmp_path / "kill.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.serve_replica_kill", "--haproxy", "--out", str(out),
+         "--clients", str(scenario.clients), "--warmup", str(scenario.warmup_s), "--settle", str(scenario.settle_s),
+         "--kills", str(scenario.kills)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    print(proc.stdout[-3000:], flush=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    outcomes = [Outcome(**o) for o in result["outcomes"]]
+    kills = [tuple(k) for k in result["kills"]]
+    check_and_record(outcomes, kills, scenario, reliability_record, "serve_replica_kill_haproxy")
 
 
 @pytest.fixture(scope="module")
 def two_replicas(ray_cluster, tmp_path_factory):
     from ray import serve
 
-    registry_dir = train_registry(tmp_path_factory.mktemp("serve-kill"))
-    port = free_port()
-    start_serve(port)
-    deploy(registry_dir, ServeSettings(port=port), name=APP_NAME, num_replicas=REPLICAS)
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(url + "/health", lambda r: r.status_code == 200 and r.json()["model_loaded"])
-        deadline = time.monotonic() + 60
-        while len(replica_names()) < REPLICAS or running_replicas() < REPLICAS:
-            assert time.monotonic() < deadline, f"replicas never all RUNNING: {replica_names()}"
-            time.sleep(0.5)
-        yield url
+        yield deploy_replicas(tmp_path_factory.mktemp("serve-kill"))
     finally:
         serve.shutdown()
 
@@ -128,60 +86,6 @@ def summarise(outcomes: list[Outcome], killed_at: float, replaced_at: float) -> 
         "slowest_request_s": round(max(o.finished - o.started for o in first), 3),
         "sample_errors": sorted({(o.error or "")[:120] for o in failed})[:3],
     }
-
-
-def new_replica_answers(url: str, killed_at: float, attempts: int = 50) -> bool:
-    """Whether some /health answer comes from a replica started after ``killed_at``.
-
-    ``uptime_seconds`` is per replica: one younger than the time since the kill is the replacement,
-    so the proxy really routes to it (a replica RUNNING in ``serve.status`` could still be unreachable).
-    """
-    for _ in range(attempts):
-        since_kill = time.monotonic() - killed_at
-        if httpx.get(url + "/health", timeout=10).json()["uptime_seconds"] < since_kill:
-            return True
-    return False
-
-
-def run_kills(url: str, scenario: KillScenario) -> tuple[list[Outcome], list[tuple[float, float, str]]]:
-    """Load ``url`` and kill replicas per ``scenario``; returns every outcome and (killed_at, replaced_at, victim)."""
-    outcomes: list[Outcome] = []
-    kills: list[tuple[float, float, str]] = []
-
-    async def scenario_run() -> None:
-        stop = asyncio.Event()
-        load = asyncio.create_task(predict_load(url, scenario.clients, stop, outcomes, timeout_s=TIMEOUT_S,
-                                                retry_once=True))
-        try:
-            await asyncio.sleep(scenario.warmup_s)
-            for k in range(scenario.kills):
-                victim = (await asyncio.to_thread(replica_names))[0]
-                pid = await asyncio.to_thread(replica_pid, victim)
-                before = len(outcomes)
-                killed_at = time.monotonic()
-                os.kill(pid, signal.SIGKILL)
-                print(f"kill {k + 1}/{scenario.kills}: SIGKILL {victim} (pid {pid}) after {before} requests",
-                      flush=True)
-                deadline = killed_at + REPLACE_BOUND_S
-                while not await asyncio.to_thread(replaced, victim):
-                    if time.monotonic() > deadline:
-                        raise AssertionError(f"{victim} not replaced within {REPLACE_BOUND_S:.0f} s: "
-                                             f"replicas {replica_names()}, {running_replicas()} RUNNING")
-                    await asyncio.sleep(0.2)
-                replaced_at = time.monotonic()
-                kills.append((killed_at, replaced_at, victim))
-                assert await asyncio.to_thread(new_replica_answers, url, killed_at), \
-                    f"no answer from the replica that replaced {victim}"
-                print(f"  replaced after {replaced_at - killed_at:.1f} s; "
-                      f"{sum(not o.ok for o in outcomes[before:] if o.attempt == 1)} requests failed so far",
-                      flush=True)
-                await asyncio.sleep(scenario.settle_s)
-        finally:
-            stop.set()
-            await load
-
-    asyncio.run(scenario_run())
-    return outcomes, kills
 
 
 def check_and_record(outcomes: list[Outcome], kills: list[tuple[float, float, str]], scenario: KillScenario,
