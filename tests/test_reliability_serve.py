@@ -15,8 +15,9 @@ bound, and the new replica answers; requests started after that all succeed; the
 replica keeps answering during recovery; every request gets an answer (a 200 or a 5xx, no
 hang); and a kill fails at most as many requests as can be in flight (one per client).
 Measured here: only requests in flight on the killed replica failed (HTTP 500 from Serve's
-proxy; some runs none at all), and each succeeded when retried at once, so a client that
-retries an idempotent /predict once would have seen no failure. The numbers themselves are
+proxy; behind HAProxy the connection closes without a response; some runs none at all), and
+each succeeded when retried at once, so a client that retries an idempotent /predict once
+would have seen no failure. The numbers themselves are
 recorded with ``reliability_record``.
 """
 
