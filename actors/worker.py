@@ -48,6 +48,7 @@ CALL_TIMEOUT_S = 120.0
 # Fields of kafka-python's ConsumerRecord, read for a whole batch with map() (C, not a Python loop).
 _VALUE, _OFFSET, _TIMESTAMP = (operator.attrgetter(name) for name in ("value", "offset", "timestamp"))
 
+
 def engine_factory(settings: Settings, model: Any | None) -> Callable[[dict[str, Any] | None], Any]:
     """Builds a partition's detection engine, fresh or from its snapshot."""
     def make(snapshot: dict[str, Any] | None) -> Any:
@@ -456,6 +457,10 @@ class PartitionWorker:
         configure_logging()
         self.worker_id = worker_id
         self.loop = StreamLoop(settings, bootstrap_servers, worker_id, WorkerMetrics(worker_id))
+        # What is allocated by now (Ray, pandas, pyarrow, our modules: about 190k objects) lives as
+        # long as the actor. Without freezing it, each full collection of the cyclic GC walks all of
+        # it and stops the loop for about 190 ms (measured on the 2-core machine): a latency spike.
+        gc.freeze()
         self.thread = threading.Thread(target=self.loop.run, name=f"{worker_id}-loop", daemon=True)
         self.thread.start()
 
@@ -464,10 +469,6 @@ class PartitionWorker:
         return {"worker": self.worker_id, "node_id": ctx.get_node_id(), "actor_id": ctx.get_actor_id()}
 
     def assign(self, partitions: list[int]) -> list[int]:
-        # What is allocated by now (Ray, pandas, pyarrow, our modules: about 190k objects) lives as
-        # long as the actor. Without freezing it, each full collection of the cyclic GC walks all of
-        # it and stops the loop for about 190 ms (measured on the 2-core machine): a latency spike.
-        gc.freeze()
         return self.loop.call(lambda: self.loop.set_partitions(partitions))
 
     def status(self) -> dict[str, Any]:
