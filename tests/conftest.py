@@ -26,6 +26,7 @@ os.environ["RAY_AUTH_MODE"] = "token"
 if not os.environ.get("RAY_AUTH_TOKEN") and not os.environ.get("RAY_AUTH_TOKEN_PATH"):
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
+from bench.machine import load_average, machine_description
 from ingest.broker import EmbeddedBroker, ensure_topics
 from ingest.settings import KafkaSettings, Settings, load_settings
 
@@ -67,6 +68,8 @@ def reliability_record(request: pytest.FixtureRequest) -> Iterator[Callable[...,
             "mode": "full" if request.config.getoption("--full") else "short",
             "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "cpus": os.cpu_count(),
+            "machine": machine_description(),
+            "load_average_at_end": load_average(),
             "scenarios": recorded,
         }, indent=2, sort_keys=True) + "\n")
 

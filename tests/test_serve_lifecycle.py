@@ -132,7 +132,7 @@ def test_api_keys_from_environment_are_comma_separated():
     assert settings.serve.api_keys == ["alpha", "beta"]
 
 
-def test_hot_reload_under_load_has_zero_failed_requests(env):
+def test_hot_reload_under_load_has_zero_failed_requests(env, reliability_record):
     deploy(env["registry_dir"], ServeSettings(port=env["port"], reload_poll_s=0.5))
     wait_for(env["url"] + "/health", lambda r: r.status_code == 200 and r.json()["model_version"] == "v0001")
     registry = ModelRegistry(env["registry_dir"], MODEL_NAME)
@@ -159,6 +159,8 @@ def test_hot_reload_under_load_has_zero_failed_requests(env):
     assert "v0001" in versions[:promoted_at] and "v0002" in versions[promoted_at:]
     assert set(versions[-20:]) == {"v0002"}, "replica did not settle on the promoted version"
     assert len(results) > 100
+    reliability_record("serve.hot_reload", clients=8, requests=len(results), failed=len(failed),
+                       before_switch=versions.count("v0001"), after_switch=versions.count("v0002"))
     # The forced reload answers with the version now in production.
     assert httpx.post(env["url"] + "/model/reload").json()["model_version"] == "v0002"
 

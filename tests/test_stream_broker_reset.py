@@ -8,6 +8,8 @@ does not disturb the session's.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import ray
 
@@ -17,7 +19,8 @@ from tests.test_stream_support import lake_rows, produce, reading, running_strea
 pytestmark = pytest.mark.integration
 
 
-def test_broker_restart_is_detected_and_the_new_log_is_read_from_its_beginning(ray_cluster, settings) -> None:
+def test_broker_restart_is_detected_and_the_new_log_is_read_from_its_beginning(ray_cluster, settings,
+                                                                                reliability_record) -> None:
     own = EmbeddedBroker().start()
     try:
         kafka = settings.kafka.model_copy(update={"bootstrap_servers": own.bootstrap_servers})
@@ -39,9 +42,11 @@ def test_broker_restart_is_detected_and_the_new_log_is_read_from_its_beginning(r
             own.stop()
             own = EmbeddedBroker(port=own.port).start()  # same address, empty memory
             ensure_topics(own.bootstrap_servers, kafka)
+            restarted_at = time.monotonic()
             produce(own.bootstrap_servers, kafka.topic, batch(400, 120))
 
             wait_for(lambda: epoch_rows(1) == 120, 90, what="120 rows of the new log in the lake as epoch 1")
+            new_log_in_lake_s = round(time.monotonic() - restarted_at, 2)
             status = ray.get(supervisor.status.remote())
             assert status["restarts"] == 0, "the reset must not kill workers"
             resets = sum(w["totals"]["resets"] for w in status["workers"].values())
@@ -50,5 +55,7 @@ def test_broker_restart_is_detected_and_the_new_log_is_read_from_its_beginning(r
             lake = lake_rows(s)
             new = lake[lake["log_epoch"] == 1]
             assert not new.duplicated(["kafka_partition", "kafka_offset"]).any()
+        reliability_record("stream.broker_reset", partitions=4, resets_detected=resets, worker_restarts=0,
+                           old_log_rows_kept=400, new_log_rows=120, new_log_in_lake_s=new_log_in_lake_s)
     finally:
         own.stop()

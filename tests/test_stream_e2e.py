@@ -118,8 +118,8 @@ def quality(alerts: list[dict], incidents, start_time: float) -> dict:
     }
 
 
-def test_simulated_incidents_through_kafka_and_ray_raise_one_alert_each_within_a_second(ray_cluster,
-                                                                                          settings) -> None:
+def test_simulated_incidents_through_kafka_and_ray_raise_one_alert_each_within_a_second(ray_cluster, settings,
+                                                                                          reliability_record) -> None:
     s = stream_settings(settings, workers=2)
     start_time = time.time() - 2 * DURATION_S  # event times stay in the past of the wall clock
     expected = offline_alerts(s, start_time)
@@ -185,5 +185,14 @@ def test_simulated_incidents_through_kafka_and_ray_raise_one_alert_each_within_a
           f"p50 {np.median(readable):.3f} s")
     print(f"stream e2e: time-to-detect (simulated s) {report['ttd_s']}; false fire alerts per 100 sensor-hours: "
           f"nuisance {report['nuisance_false_per_100h']:.2f}, quiet {report['quiet_false_per_100h']:.2f}")
+    reliability_record(
+        "stream.alerts_end_to_end", readings=sent, alerts=len(alerts), duplicate_alerts=0,
+        fire_incidents_scored=len(counts), fire_incidents_with_one_alert=sum(n == 1 for n in counts),
+        arrival_to_detected_s={"p50": round(float(np.median(detect)), 3), "max": round(max(detect), 3)},
+        arrival_to_readable_s={"p50": round(float(np.median(readable)), 3), "max": round(max(readable), 3)},
+        time_to_detect_simulated_s={k: {q: round(v, 1) if q != "n" else v for q, v in f.items()}
+                                    for k, f in report["ttd_s"].items()},
+        false_fire_alerts_per_100_sensor_h={"nuisance": round(report["nuisance_false_per_100h"], 2),
+                                            "quiet": round(report["quiet_false_per_100h"], 2)})
     assert max(detect) <= 1.0, sorted(detect)[-5:]
     assert max(readable) <= 1.0, sorted(readable)[-5:]
