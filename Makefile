@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up down status test test-full lint bench clean
+.PHONY: up down status test test-full lint bench reliability clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,15 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.run_all
+
+# Every guarantee's tests, long scenarios included; RELIABILITY.md is rendered from what they measured.
+RELIABILITY_TESTS := tests/test_reliability_stream.py tests/test_reliability_serve.py tests/test_stream_recovery.py \
+	tests/test_stream_broker_reset.py tests/test_stream_state.py tests/test_stream_dlq_metrics.py \
+	tests/test_stream_e2e.py tests/test_serve_api.py tests/test_serve_lifecycle.py tests/test_ingest_validation.py
+
+reliability: $(STAMP)
+	$(BIN)/python -m pytest --full $(RELIABILITY_TESTS) --reliability-out bench/reliability.json
+	$(BIN)/python -m bench.reliability_report
 
 clean:
 	rm -rf $(VENV) .pytest_cache
