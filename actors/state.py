@@ -9,6 +9,7 @@ number of *active* sensors.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import sys
 from typing import Any
@@ -102,9 +103,15 @@ class PartitionState:
 
     # Bounded state ----------------------------------------------------------
 
-    def evict_idle(self, now: float, idle_s: float, store: CheckpointStore) -> int:
-        """Move sensors unseen for ``idle_s`` (wall clock) to the store; returns how many."""
+    def evict_idle(self, now: float, idle_s: float, store: CheckpointStore, limit: int | None = None) -> int:
+        """Move sensors unseen for ``idle_s`` (wall clock) to the store; returns how many.
+
+        At most ``limit`` of them, the longest idle first: each is a file write on the loop
+        thread, so the caller spreads a mass eviction over several calls.
+        """
         idle = [s for s, seen in self.last_seen.items() if now - seen >= idle_s]
+        if limit is not None and len(idle) > limit:
+            idle = heapq.nsmallest(limit, idle, key=self.last_seen.__getitem__)
         for sensor_id in idle:
             data: dict[str, Any] = {"features": self.features.evict(sensor_id)}
             if self.engine is not None:

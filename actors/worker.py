@@ -318,8 +318,14 @@ class StreamLoop:
             self.metrics.model_version(self.model_watch.version)
         if mono >= self._next_evict:
             self._next_evict = mono + max(self.stream.idle_eviction_s / 10, 1.0)
+            budget = self.stream.evictions_per_sweep
             for state in self.states.values():
-                self.totals["evicted"] += state.evict_idle(now, self.stream.idle_eviction_s, self.store)
+                evicted = state.evict_idle(now, self.stream.idle_eviction_s, self.store, limit=budget)
+                self.totals["evicted"] += evicted
+                budget -= evicted
+                if budget == 0:  # more may be idle: come back in a second rather than stall the loop now
+                    self._next_evict = mono + 1.0
+                    break
         self._record_checkpoint(self.checkpointer.finish())
         if self.checkpointer.last_error:
             self.last_error = f"checkpoint: {self.checkpointer.last_error}"

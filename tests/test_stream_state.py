@@ -170,6 +170,19 @@ def test_idle_sensors_are_evicted_to_the_store_and_restored_on_their_next_readin
     assert store.load_evicted("t", 0, "ev-3") is None
 
 
+def test_eviction_takes_at_most_the_limit_longest_idle_first(settings, tmp_path) -> None:
+    store = CheckpointStore(str(tmp_path / "ck"))
+    state = PartitionState("t", 0, engine_factory(settings, None)(None))
+    for k in range(10):  # sensor k last seen at wall clock 100 + k
+        batch = validate_messages([reading(f"ev-{k}", 1_780_000_000.0, k)])
+        state.process(batch.sensor_ids, batch.timestamps, batch.values, batch.timestamps, 100.0 + k, store)
+    assert state.evict_idle(now=200.0, idle_s=50.0, store=store, limit=4) == 4
+    assert state.evicted == {"ev-0", "ev-1", "ev-2", "ev-3"}
+    assert state.evict_idle(now=200.0, idle_s=50.0, store=store, limit=4) == 4
+    assert state.evict_idle(now=200.0, idle_s=50.0, store=store, limit=4) == 2
+    assert state.sensors() == 0 and len(state.evicted) == 10
+
+
 @pytest.mark.parametrize("n", [10_000])
 def test_bytes_of_state_per_sensor_are_bounded(settings, n: int) -> None:
     """Report (and bound) the in-memory bytes per sensor at 10,000 sensors."""
