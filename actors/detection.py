@@ -59,6 +59,7 @@ from actors.detectors.zscore import EwmaZScore
 from ingest.schema import MEASUREMENTS
 from ingest.settings import DetectionSettings
 from train.features import FEATURE_NAMES
+from train.slot_table import SlotTable
 
 __all__ = ["AlertEvent", "DetectionEngine", "SnapshotError"]
 
@@ -79,10 +80,7 @@ class DetectionEngine:
                  clock: Callable[[], float] = time.time, capacity: int = 64) -> None:
         self.settings = settings
         self.clock = clock
-        self.slots: dict[str, int] = {}
-        self._ids: list[str | None] = [None] * capacity  # slot -> sensor id
-        self._free: list[int] = []
-        self._capacity = capacity
+        self.table = SlotTable(capacity, self._grow)
         self.thresholds = ThresholdTiers(settings.thresholds, capacity)
         self.zscore = EwmaZScore(settings.zscore, capacity)
         self.rate_of_rise = RateOfRise(settings.rate_of_rise, capacity)
@@ -242,31 +240,19 @@ class DetectionEngine:
 
     # Slots ------------------------------------------------------------------------------------
 
-    def _slots_for(self, sensor_ids: Sequence[str]) -> np.ndarray:
-        slots = list(map(self.slots.get, sensor_ids))  # one C-level pass; new sensors come back None
-        if None in slots:
-            for i, slot in enumerate(slots):
-                if slot is None:
-                    existing = self.slots.get(sensor_ids[i])  # a new sensor seen earlier in this batch
-                    slots[i] = self._allocate(sensor_ids[i]) if existing is None else existing
-        return np.array(slots, dtype=np.int64)
+    @property
+    def slots(self) -> dict[str, int]:
+        return self.table.slots
 
-    def _allocate(self, sensor_id: str) -> int:
-        if self._free:
-            slot = self._free.pop()
-        else:
-            slot = len(self.slots)
-            if slot >= self._capacity:
-                self._capacity *= 2
-                for part in self._parts():
-                    part.resize(self._capacity)
-                self._ids.extend([None] * (self._capacity - len(self._ids)))
-        self.slots[sensor_id] = slot
-        self._ids[slot] = sensor_id
-        return slot
+    def _slots_for(self, sensor_ids: Sequence[str]) -> np.ndarray:
+        return self.table.lookup(sensor_ids)
+
+    def _grow(self, capacity: int) -> None:
+        for part in self._parts():
+            part.resize(capacity)
 
     def _sensor_of(self) -> list[str | None]:
-        return self._ids
+        return self.table.ids
 
     def _parts(self) -> list[Detector | HysteresisFusion]:
         return [*self.detectors, *self.fusions.values()]
@@ -289,7 +275,7 @@ class DetectionEngine:
                                 f"this engine reads {SENSOR_FORMAT}")
         slot = self.slots.get(sensor_id)
         if slot is None:
-            slot = self._allocate(sensor_id)
+            slot = self.table.allocate(sensor_id)
         try:
             for d in self.detectors:
                 d.import_slot(slot, data["detectors"][d.name])
@@ -307,11 +293,9 @@ class DetectionEngine:
         return data
 
     def _release(self, sensor_id: str) -> None:
-        slot = self.slots.pop(sensor_id)
-        self._ids[slot] = None
+        slot = self.table.release(sensor_id)
         for part in self._parts():
             part.reset_slot(slot)
-        self._free.append(slot)
 
     def _slot(self, sensor_id: str) -> int:
         try:

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["ingest.validation", "ingest.reading", "ingest.settings", "train.features"]
+MODULES = ["ingest.validation", "ingest.reading", "ingest.settings", "train.features", "train.slot_table"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ingest.schema import LEAKY_COLUMNS, MEASUREMENTS
+from train.slot_table import SlotTable
 
 # Bump when any definition below changes: models record it and refuse a mismatch.
 FEATURE_VERSION = 1
@@ -105,44 +106,29 @@ class FeatureState:
     """
 
     def __init__(self, capacity: int = 64) -> None:
-        self.slots: dict[str, int] = {}
-        self._free: list[int] = []
+        self.table = SlotTable(capacity, self._grow)
         k = len(WINDOWED_SIGNALS)
         self.history = np.full((capacity, WINDOW - 1, k), np.nan)
         self.last_timestamp = np.full(capacity, np.nan)
         self.ewma = np.full((capacity, k), np.nan)
         self.count = np.zeros(capacity, dtype=np.int64)
 
+    @property
+    def slots(self) -> dict[str, int]:
+        return self.table.slots
+
     def __len__(self) -> int:
-        return len(self.slots)
+        return len(self.table)
 
     def slots_for(self, sensor_ids: Sequence[str]) -> np.ndarray:
         """Slot of each sensor, allocating slots for new ones."""
-        slots = list(map(self.slots.get, sensor_ids))  # one C-level pass; new sensors come back None
-        if None in slots:
-            for i, slot in enumerate(slots):
-                if slot is None:
-                    sid = sensor_ids[i]
-                    existing = self.slots.get(sid)  # a new sensor seen earlier in this batch
-                    slots[i] = self._allocate(sid) if existing is None else existing
-        return np.array(slots, dtype=np.int64)
+        return self.table.lookup(sensor_ids)
 
-    def _allocate(self, sensor_id: str) -> int:
-        if self._free:
-            slot = self._free.pop()
-        else:
-            slot = len(self.slots)
-            if slot >= len(self.count):
-                self._grow()
-        self.slots[sensor_id] = slot
-        return slot
-
-    def _grow(self) -> None:
-        cap = len(self.count) * 2
-        self.history = _resized(self.history, cap, np.nan)
-        self.last_timestamp = _resized(self.last_timestamp, cap, np.nan)
-        self.ewma = _resized(self.ewma, cap, np.nan)
-        self.count = _resized(self.count, cap, 0)
+    def _grow(self, capacity: int) -> None:
+        self.history = _resized(self.history, capacity, np.nan)
+        self.last_timestamp = _resized(self.last_timestamp, capacity, np.nan)
+        self.ewma = _resized(self.ewma, capacity, np.nan)
+        self.count = _resized(self.count, capacity, 0)
 
     def export(self, sensor_id: str) -> dict[str, Any]:
         """One sensor's state as plain data (for snapshots and eviction)."""
@@ -157,7 +143,7 @@ class FeatureState:
     def restore(self, sensor_id: str, data: dict[str, Any]) -> None:
         slot = self.slots.get(sensor_id)
         if slot is None:
-            slot = self._allocate(sensor_id)
+            slot = self.table.allocate(sensor_id)
         self.history[slot] = data["history"]
         self.last_timestamp[slot] = data["last_timestamp"]
         self.ewma[slot] = data["ewma"]
@@ -165,12 +151,11 @@ class FeatureState:
 
     def evict(self, sensor_id: str) -> dict[str, Any]:
         data = self.export(sensor_id)
-        slot = self.slots.pop(sensor_id)
+        slot = self.table.release(sensor_id)
         self.history[slot] = np.nan
         self.last_timestamp[slot] = np.nan
         self.ewma[slot] = np.nan
         self.count[slot] = 0
-        self._free.append(slot)
         return data
 
     def nbytes_per_sensor(self) -> int:
