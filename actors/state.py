@@ -184,12 +184,21 @@ class PartitionState:
         self.dlq_offset = sinks.dlq_end(self.dlq_offset)
 
     @classmethod
-    def from_snapshot(cls, snapshot: dict[str, Any], engine_factory: Any) -> PartitionState:
-        """``engine_factory(engine_snapshot_or_None)`` builds the engine (None: no detection)."""
+    def from_snapshot(cls, snapshot: dict[str, Any], engine_factory: Any,
+                      restored_at: float | None = None) -> PartitionState:
+        """``engine_factory(engine_snapshot_or_None)`` builds the engine (None: no detection).
+
+        With ``restored_at`` (wall clock), every sensor counts as seen then: time the partition
+        had no owner is not idleness, and after a long stop every sensor would otherwise be
+        evicted at once and restored again by its next reading.
+        """
+        last_seen = dict(snapshot.get("last_seen", {}))
+        if restored_at is not None:
+            last_seen = {sensor: max(seen, restored_at) for sensor, seen in last_seen.items()}
         return cls(
             snapshot["topic"], snapshot["partition"], engine_factory(snapshot.get("engine")),
             features=restore_features(snapshot["features"]),
             next_offset=snapshot["next_offset"], epoch=snapshot["epoch"],
             alerts_offset=snapshot.get("alerts_offset"), dlq_offset=snapshot.get("dlq_offset"),
-            last_seen=dict(snapshot.get("last_seen", {})), evicted=set(snapshot.get("evicted", ())),
+            last_seen=last_seen, evicted=set(snapshot.get("evicted", ())),
         )

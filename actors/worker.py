@@ -161,7 +161,7 @@ class StreamLoop:
         make_engine = engine_factory(self.settings, self.model_watch.model)
         snapshot = self.store.load_snapshot(self.topic, partition)
         if snapshot is not None:
-            state = PartitionState.from_snapshot(snapshot, make_engine)
+            state = PartitionState.from_snapshot(snapshot, make_engine, restored_at=time.time())
             source = f"snapshot at offset {state.next_offset}"
         else:
             tp = TopicPartition(self.topic, partition)

@@ -183,6 +183,21 @@ def test_eviction_takes_at_most_the_limit_longest_idle_first(settings, tmp_path)
     assert state.sensors() == 0 and len(state.evicted) == 10
 
 
+def test_time_without_an_owner_is_not_idleness(settings, tmp_path) -> None:
+    store = CheckpointStore(str(tmp_path / "ck"))
+    make_engine = engine_factory(settings, None)
+    state = PartitionState("t", 0, make_engine(None))
+    batch = validate_messages([reading(f"ow-{k}", 1_780_000_000.0, k) for k in range(3)])
+    state.process(batch.sensor_ids, batch.timestamps, batch.values, batch.timestamps, 100.0, store)
+    # Restored an hour later (a long stop): nobody is evicted until idle_s after the restore.
+    restored = PartitionState.from_snapshot(state.snapshot(), make_engine, restored_at=3_700.0)
+    assert restored.evict_idle(now=3_700.0 + 599.0, idle_s=600.0, store=store) == 0
+    assert restored.evict_idle(now=3_700.0 + 600.0, idle_s=600.0, store=store) == 3
+    # Without restored_at the snapshot's own times stand (what bench.state_memory compares).
+    plain = PartitionState.from_snapshot(state.snapshot(), make_engine)
+    assert plain.evict_idle(now=3_700.0, idle_s=600.0, store=store) == 3
+
+
 @pytest.mark.parametrize("n", [10_000])
 def test_bytes_of_state_per_sensor_are_bounded(settings, n: int) -> None:
     """Report (and bound) the in-memory bytes per sensor at 10,000 sensors."""
