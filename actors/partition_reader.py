@@ -84,7 +84,7 @@ class PartitionReader:
     """The worker's consumer: manual assignment of partitions of one topic, offsets under a group."""
 
     def __init__(self, bootstrap_servers: str, topic: str, group_id: str, client_id: str,
-                 fetch_max_wait_ms: int = 100, queued_max_kbytes: int = 16 * 1024) -> None:
+                 fetch_max_wait_ms: int = 25, queued_max_kbytes: int = 16 * 1024) -> None:
         self.topic = topic
         self.last_error: str | None = None
         self._commits: deque[tuple[dict[int, int], CommitDone]] = deque()
@@ -98,9 +98,16 @@ class PartitionReader:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "error",
             "enable.partition.eof": False,
+            # How long the broker may hold a fetch with no new record. Tansu holds it that long even
+            # when records arrive meanwhile: at 1,000 readings/s, poll minus broker timestamp was
+            # p50 30 ms / p99 84 ms with 100 ms, 14 / 49 ms with 25 ms (kafka-python with 100 ms:
+            # 22 / 63 ms), for 40 empty fetches a second when idle (CPU 2.9% of a core against 1.5%).
             "fetch.wait.max.ms": fetch_max_wait_ms,
             # Prefetched records held in memory (default 64 MB); 16 MB is about 50k readings, 10 polls.
             "queued.max.messages.kbytes": queued_max_kbytes,
+            # Over that, a partition's next fetch waits this long (default 1 s: the loop drained the
+            # queue and then sat idle; catching up on 200k readings went 63k /s -> 91k /s with 20 ms).
+            "fetch.queue.backoff.ms": 20,
             # librdkafka logs every failed reconnect (about 20 lines a second while a broker is away):
             # the worker's BrokerWatch logs an outage once, so only critical lines show.
             "log_level": 2,

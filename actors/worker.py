@@ -68,8 +68,7 @@ class StreamLoop:
         self.metrics = metrics
         # Every position is set by us (snapshot, committed offset or beginning); the broker never
         # silently moves a partition (see actors.partition_reader).
-        self.reader = PartitionReader(bootstrap_servers, self.topic, self.kafka.group_id, worker_id,
-                                      fetch_max_wait_ms=100)
+        self.reader = PartitionReader(bootstrap_servers, self.topic, self.kafka.group_id, worker_id)
         self.store = CheckpointStore(self.stream.checkpoint_dir)
         self.sinks = Sinks(bootstrap_servers, self.topic, self.kafka.alerts_topic, self.kafka.dlq_topic,
                            self.stream.lake_dir, client_id=worker_id)
