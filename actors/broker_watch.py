@@ -1,7 +1,7 @@
 """Is Kafka there? One log line when a worker loses the broker and one when it is back.
 
-kafka-python hides an unreachable broker from a consumer: ``poll()`` just returns
-nothing while the client reconnects in the background with its own backoff, so a
+Kafka clients hide an unreachable broker from a consumer (librdkafka and kafka-python
+alike): ``poll()`` just returns nothing while the client reconnects in the background, so a
 worker waiting for a dead broker looked exactly like a worker on a quiet topic (no
 log line, nothing in its status). The loop asks :class:`BrokerWatch` after polls
 that returned nothing and after failed iterations; at most every ``every_s`` it

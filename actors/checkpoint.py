@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
-from kafka import KafkaConsumer, TopicPartition
-from kafka.structs import OffsetAndMetadata
 
 if TYPE_CHECKING:
+    from actors.partition_reader import PartitionReader
     from actors.sinks import LakeBatch, Sinks
     from actors.state import PartitionState
 
@@ -136,16 +135,15 @@ class Checkpointer:
     The slow part (Parquet and snapshot writes, the producer flush) runs on one
     writer thread so the loop keeps polling meanwhile (measured: a synchronous
     checkpoint stalled the loop 80-260 ms, the whole latency budget); the Kafka
-    commit runs back on the loop thread, which owns the consumer.
+    commit is issued back on the loop thread, which owns the reader, and is not
+    waited for (its answer comes through the reader's next poll).
     """
 
-    def __init__(self, store: CheckpointStore, sinks: Sinks, consumer: KafkaConsumer, topic: str,
-                 commit_timeout_ms: int = 10_000) -> None:
+    def __init__(self, store: CheckpointStore, sinks: Sinks, reader: PartitionReader) -> None:
         self.store = store
         self.sinks = sinks
-        self.consumer = consumer
-        self.topic = topic
-        self.commit_timeout_ms = commit_timeout_ms
+        self.reader = reader
+        self.topic = reader.topic
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._inflight: tuple[Future, list[_Captured], float] | None = None
         self.last_duration_s: float | None = None
@@ -165,12 +163,15 @@ class Checkpointer:
            atomically: temp file + rename. From here a restart resumes at the new offset.
         3. (loop thread, in :meth:`finish`) Commit the next offsets to Kafka under the
            group id, so standard lag tools see our progress. Kafka's copy is
-           informational: if it fails the snapshot still rules.
+           informational: if it fails the snapshot still rules. The commit is sent
+           without waiting; ``state.committed_to_kafka`` (what the broker-reset check
+           compares against) moves only once the broker confirmed it.
 
         A failure in step 1 or 2 stops that checkpoint before anything later runs:
         the previous snapshot stays in force and the lake rows go back to the buffer.
         At most one checkpoint is in flight; ``wait=True`` (release, shutdown) returns
-        only after step 3. Partitions with nothing new since their last snapshot are skipped.
+        once step 3 is sent (closing the reader waits for commits in flight).
+        Partitions with nothing new since their last snapshot are skipped.
         """
         self.finish(block=True)
         states = [s for s in states if s.next_offset is not None and s.dirty]
@@ -222,17 +223,21 @@ class Checkpointer:
         self.last_error = None
         for c in captured:
             c.state.after_snapshot(self.store, c.restored)
-        offsets = {TopicPartition(self.topic, c.state.partition): OffsetAndMetadata(c.next_offset, "", -1)
-                   for c in captured}
-        try:
-            self.consumer.commit(offsets, timeout_ms=self.commit_timeout_ms)
-            for c in captured:
-                c.state.committed_to_kafka = max(c.next_offset, c.state.committed_to_kafka or 0)
-        except Exception as err:  # informational copy; the snapshot is authoritative
-            log.warning("checkpoint: offsets saved but not committed to Kafka (%s); retried next checkpoint",
-                        err)
+        self.reader.commit({c.state.partition: c.next_offset for c in captured},
+                           lambda _offsets, error: self._committed(captured, error))
         self.last_duration_s = time.perf_counter() - started
         return self.last_duration_s
+
+    @staticmethod
+    def _committed(captured: list[_Captured], error: str | None) -> None:
+        """The broker's answer to step 3, on the loop thread (from the reader's poll)."""
+        if error is not None:  # informational copy; the snapshot is authoritative
+            log.warning("checkpoint: offsets saved but not committed to Kafka (%s); retried next checkpoint", error)
+            return
+        for c in captured:
+            # A late answer for a log the broker has since lost (reset: new epoch) must not count.
+            if c.state.epoch == c.epoch:
+                c.state.committed_to_kafka = max(c.next_offset, c.state.committed_to_kafka or 0)
 
     def close(self) -> None:
         self.finish(block=True)

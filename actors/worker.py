@@ -1,9 +1,9 @@
 """PartitionWorker: a Ray actor that owns some partitions of the readings topic and runs detection.
 
 The loop (:class:`StreamLoop`) runs on one thread of the actor and is the only
-user of the Kafka consumer (kafka-python clients are not thread-safe); actor
-methods (``assign``, ``status``, ``stop``) hand commands to that thread and wait
-for the answer.
+user of its :class:`~actors.partition_reader.PartitionReader` (the consumer, on
+confluent-kafka); actor methods (``assign``, ``status``, ``stop``) hand commands to
+that thread and wait for the answer.
 
 Per iteration: poll a batch (``poll(timeout_ms, max_records)``), validate it in
 one go, send rejected readings to the DLQ with their original bytes, compute
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import operator
 import os
 import queue
 import threading
@@ -26,15 +25,14 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-import numpy as np
 import ray
-from kafka import KafkaConsumer, TopicPartition
 
 from actors.broker_watch import BrokerWatch
 from actors.checkpoint import Checkpointer, CheckpointStore
 from actors.detection import DetectionEngine
 from actors.metrics import WorkerMetrics
 from actors.model_watch import ModelWatch
+from actors.partition_reader import PartitionReader, Records
 from actors.sinks import Sinks, alert_identity, dead_letter_source, scan_written, unique_reasons
 from actors.state import PartitionState
 from ingest.broker import ensure_topics
@@ -44,9 +42,6 @@ from ingest.validation import validate_messages
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 120.0
-
-# Fields of kafka-python's ConsumerRecord, read for a whole batch with map() (C, not a Python loop).
-_VALUE, _OFFSET, _TIMESTAMP = (operator.attrgetter(name) for name in ("value", "offset", "timestamp"))
 
 
 def engine_factory(settings: Settings, model: Any | None) -> Callable[[dict[str, Any] | None], Any]:
@@ -71,16 +66,13 @@ class StreamLoop:
         self.worker_id = worker_id
         self.topic = self.kafka.topic
         self.metrics = metrics
-        # auto_offset_reset="none": every position is set by us (snapshot, committed offset or
-        # beginning); the broker never silently moves a partition.
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap_servers, group_id=self.kafka.group_id, client_id=worker_id,
-            enable_auto_commit=False, auto_offset_reset="none", fetch_max_wait_ms=100,
-            max_poll_records=self.stream.poll_max_records)
+        # Every position is set by us (snapshot, committed offset or beginning); the broker never
+        # silently moves a partition (see actors.partition_reader).
+        self.reader = PartitionReader(bootstrap_servers, self.topic, self.kafka.group_id, worker_id)
         self.store = CheckpointStore(self.stream.checkpoint_dir)
         self.sinks = Sinks(bootstrap_servers, self.topic, self.kafka.alerts_topic, self.kafka.dlq_topic,
                            self.stream.lake_dir, client_id=worker_id)
-        self.checkpointer = Checkpointer(self.store, self.sinks, self.consumer, self.topic)
+        self.checkpointer = Checkpointer(self.store, self.sinks, self.reader)
         self.model_watch = ModelWatch(settings.train.registry_dir, settings.train.model_name,
                                       self.stream.model_poll_s)
         self.model_watch.poll()
@@ -144,13 +136,7 @@ class StreamLoop:
         for p in acquired:
             self.states[p] = self._restore(p)
         # assign() replaces the assignment and forgets positions: set all of them again.
-        self.consumer.assign([TopicPartition(self.topic, p) for p in sorted(self.states)])
-        for p, state in self.states.items():
-            tp = TopicPartition(self.topic, p)
-            if state.next_offset is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, state.next_offset)
+        self.reader.assign({p: state.next_offset for p, state in self.states.items()})
         if released or acquired:
             log.info("%s: owns partitions %s (released %s, acquired %s)", self.worker_id, sorted(self.states),
                      released, acquired)
@@ -164,8 +150,7 @@ class StreamLoop:
             state = PartitionState.from_snapshot(snapshot, make_engine, restored_at=time.time())
             source = f"snapshot at offset {state.next_offset}"
         else:
-            tp = TopicPartition(self.topic, partition)
-            committed = self.consumer.committed(tp, timeout_ms=5000)
+            committed = self.reader.committed(partition, timeout_s=5.0)
             state = PartitionState(self.topic, partition, make_engine(None), next_offset=committed)
             source = f"committed offset {committed}" if committed is not None else "the beginning"
         if state.next_offset is not None:
@@ -230,14 +215,13 @@ class StreamLoop:
         if not self.states:
             time.sleep(self.stream.poll_timeout_ms / 1000)
             return 0
-        polled = self.consumer.poll(timeout_ms=self.stream.poll_timeout_ms,
-                                    max_records=self.stream.poll_max_records)
+        polled = self.reader.poll(self.stream.poll_timeout_ms, self.stream.poll_max_records)
         if not polled:  # a quiet topic or a lost broker: the consumer cannot tell, the watch can
             self.broker_watch.check(time.monotonic())
         now = time.time()
         n = 0
-        for tp, records in polled.items():
-            state = self.states.get(tp.partition)
+        for partition, records in polled.items():
+            state = self.states.get(partition)
             if state is not None and records:
                 n += len(records)
                 self._process(state, records, now)
@@ -246,29 +230,29 @@ class StreamLoop:
         self._housekeeping(now)
         return n
 
-    def _process(self, state: PartitionState, records: list, now: float) -> None:
-        if state.next_offset is not None and records[0].offset < state.next_offset:
-            records = [r for r in records if r.offset >= state.next_offset]
+    def _process(self, state: PartitionState, records: Records, now: float) -> None:
+        if state.next_offset is not None and records.offsets[0] < state.next_offset:
+            records = records.since(state.next_offset)
             if not records:
                 return
         if state.next_offset is None:
-            self.sinks.lake.begin(state.partition, records[0].offset)
-        batch = validate_messages(list(map(_VALUE, records)))
+            self.sinks.lake.begin(state.partition, int(records.offsets[0]))
+        batch = validate_messages(records.values)
         if batch.rejected:
             for pos, problems in batch.rejected.items():
-                record = records[pos]
-                if record.offset in state.suppress_dlq:
+                offset = int(records.offsets[pos])
+                if offset in state.suppress_dlq:
                     continue
-                self.sinks.send_dead_letter(record.value, record.key, problems, state.partition, record.offset,
-                                            record.timestamp)
+                self.sinks.send_dead_letter(records.values[pos], records.key(pos), problems, state.partition, offset,
+                                            records.timestamp_ms(pos))
             self.totals["rejected"] += len(batch.rejected)
             if self.metrics:
                 self.metrics.rejected_reasons(unique_reasons(batch.rejected.values()))
         if len(batch):
             idx = batch.index
-            offsets = np.fromiter(map(_OFFSET, records), dtype=np.int64, count=len(records))[idx]
+            offsets = records.offsets[idx]
             # Arrival = the broker record's timestamp (producer create time): the ingest clock.
-            arrival = np.fromiter(map(_TIMESTAMP, records), dtype=np.float64, count=len(records))[idx] / 1000
+            arrival = records.timestamps_ms[idx] / 1000
             features, alerts = state.process(batch.sensor_ids, batch.timestamps, batch.values, arrival, now,
                                               self.store)
             self.sinks.lake.add(state.partition, offsets, batch.sensor_ids, batch.timestamps, arrival, features,
@@ -279,7 +263,7 @@ class StreamLoop:
             if alerts:
                 last_arrival = dict(zip(batch.sensor_ids, arrival.tolist(), strict=True))
                 self._emit(state, alerts, last_arrival)
-        state.next_offset = records[-1].offset + 1
+        state.next_offset = int(records.offsets[-1]) + 1
         state.messages_since_checkpoint += len(records)
         state.dirty = True
 
@@ -302,7 +286,7 @@ class StreamLoop:
     def _housekeeping(self, now: float) -> None:
         mono = time.monotonic()
         for p, state in list(self.states.items()):
-            highwater = self.consumer.highwater(TopicPartition(self.topic, p))
+            highwater = self.reader.highwater(p)
             if highwater is not None and state.next_offset is not None:
                 if self.metrics:
                     self.metrics.consumer_lag(p, max(highwater - state.next_offset, 0))
@@ -377,8 +361,7 @@ class StreamLoop:
         for state in list(self.states.values()):
             if not state.committed_to_kafka:
                 continue
-            tp = TopicPartition(self.topic, state.partition)
-            committed = self.consumer.committed(tp, timeout_ms=5000)
+            committed = self.reader.committed(state.partition, timeout_s=5.0)
             if committed is None or committed < state.committed_to_kafka:
                 self._reset(state, f"the group offset {state.committed_to_kafka} we committed is now {committed}")
 
@@ -399,14 +382,14 @@ class StreamLoop:
         state.alerts_offset = state.dlq_offset = None
         state.suppress_alerts, state.suppress_dlq = set(), set()
         self.sinks.lake.drop(p)
-        self.consumer.seek_to_beginning(TopicPartition(self.topic, p))
+        self.reader.seek_to_beginning(p)
 
     # Status and shutdown -----------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         partitions = {}
         for p, state in self.states.items():
-            highwater = self.consumer.highwater(TopicPartition(self.topic, p))
+            highwater = self.reader.highwater(p)
             known = highwater is not None and state.next_offset is not None
             partitions[p] = {
                 "next_offset": state.next_offset, "highwater": highwater,
@@ -434,7 +417,7 @@ class StreamLoop:
         status = self.status() | {"final_checkpoint_error": error}
         self._stopping.set()
         self.sinks.close()
-        self.consumer.close(autocommit=False)
+        self.reader.close()
         return status
 
 
