@@ -273,9 +273,7 @@ class DetectionEngine:
         if data.get("format") != SENSOR_FORMAT:
             raise SnapshotError(f"sensor {sensor_id}: state format {data.get('format')!r}, "
                                 f"this engine reads {SENSOR_FORMAT}")
-        slot = self.slots.get(sensor_id)
-        if slot is None:
-            slot = self.table.allocate(sensor_id)
+        slot = self.table.slot(sensor_id)
         try:
             for d in self.detectors:
                 d.import_slot(slot, data["detectors"][d.name])

@@ -141,9 +141,7 @@ class FeatureState:
         }
 
     def restore(self, sensor_id: str, data: dict[str, Any]) -> None:
-        slot = self.slots.get(sensor_id)
-        if slot is None:
-            slot = self.table.allocate(sensor_id)
+        slot = self.table.slot(sensor_id)
         self.history[slot] = data["history"]
         self.last_timestamp[slot] = data["last_timestamp"]
         self.ewma[slot] = data["ewma"]

@@ -46,11 +46,15 @@ class SlotTable:
         if None in slots:
             for i, slot in enumerate(slots):
                 if slot is None:
-                    existing = self.slots.get(sensor_ids[i])  # a new sensor seen earlier in this batch
-                    slots[i] = self.allocate(sensor_ids[i]) if existing is None else existing
+                    slots[i] = self.slot(sensor_ids[i])  # a new sensor, or one seen earlier in this batch
         return np.array(slots, dtype=np.int64)
 
-    def allocate(self, sensor_id: str) -> int:
+    def slot(self, sensor_id: str) -> int:
+        """The sensor's slot, allocated if it has none."""
+        slot = self.slots.get(sensor_id)
+        return self._allocate(sensor_id) if slot is None else slot
+
+    def _allocate(self, sensor_id: str) -> int:
         """A slot for a sensor not in the table: a freed one if any, else the next, growing if needed."""
         if self._free:
             slot = self._free.pop()
