@@ -40,8 +40,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 log = logging.getLogger(__name__)
 
 # Message accessors applied to a whole batch with map(): C calls, no Python loop per record.
-_VALUE, _KEY, _OFFSET, _PARTITION, _TIMESTAMP, _ERROR = (
-    Message.value, Message.key, Message.offset, Message.partition, Message.timestamp, Message.error)
+_VALUE, _OFFSET, _PARTITION, _TIMESTAMP, _ERROR = (
+    Message.value, Message.offset, Message.partition, Message.timestamp, Message.error)
 _SECOND = operator.itemgetter(1)  # Message.timestamp() is (type, milliseconds)
 
 # Errors librdkafka reports as events while it reconnects or refreshes metadata by itself.
@@ -87,6 +87,7 @@ class PartitionReader:
                  fetch_max_wait_ms: int = 25, queued_max_kbytes: int = 16 * 1024) -> None:
         self.topic = topic
         self.last_error: str | None = None
+        self._unreported_error: str | None = None  # for take_error(): the worker's status
         self._commits: deque[tuple[dict[int, int], CommitDone]] = deque()
         self._tps: dict[int, TopicPartition] = {}
         self._consumer = Consumer({
@@ -210,10 +211,6 @@ class PartitionReader:
         except Exception:  # a callback must not break librdkafka's dispatch
             log.exception("commit callback failed")
 
-    @property
-    def commits_pending(self) -> int:
-        return len(self._commits)
-
     # Errors and shutdown ------------------------------------------------------------------------
 
     def _on_error(self, err: KafkaError) -> None:
@@ -224,7 +221,17 @@ class PartitionReader:
     def _note_error(self, text: str) -> None:
         if text != self.last_error:
             log.warning("kafka consumer (%s): %s", self.topic, text)
+            self._unreported_error = text
         self.last_error = text
+
+    def take_error(self) -> str | None:
+        """A consumer error not taken before (once per distinct error), else None.
+
+        librdkafka reports errors such as "offset out of range" as events, not exceptions:
+        nothing in the loop fails, so the loop takes them from here into its status.
+        """
+        error, self._unreported_error = self._unreported_error, None
+        return error
 
     def close(self) -> None:
         """Close the client; librdkafka waits for commits in flight first."""

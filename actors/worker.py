@@ -310,6 +310,8 @@ class StreamLoop:
                 if budget == 0:  # more may be idle: come back in a second rather than stall the loop now
                     self._next_evict = mono + 1.0
                     break
+        if (consumer_error := self.reader.take_error()) is not None:
+            self.last_error = f"kafka consumer: {consumer_error}"
         self._record_checkpoint(self.checkpointer.finish())
         if self.checkpointer.last_error:
             self.last_error = f"checkpoint: {self.checkpointer.last_error}"

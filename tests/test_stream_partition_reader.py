@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+from confluent_kafka import KafkaError
 from kafka import KafkaConsumer, TopicPartition
 
 from actors.partition_reader import PartitionReader
@@ -112,3 +113,17 @@ def test_checkpoint_commits_the_next_offsets_where_lag_tools_read_them(settings)
         loop.shutdown()
     committed = _kafka_python_committed(bootstrap, kafka.group_id, kafka.topic, sorted(expected))
     assert committed == expected and sum(expected.values()) == 200
+
+
+def test_a_consumer_error_reaches_the_worker_status_once(settings) -> None:
+    """librdkafka reports "offset out of range" as an event, not an exception (Tansu never sends it)."""
+    loop = StreamLoop(settings, settings.kafka.bootstrap_servers, "error-check")
+    try:
+        loop.reader._on_error(KafkaError(KafkaError.OFFSET_OUT_OF_RANGE))  # what librdkafka's error_cb gets
+        loop._housekeeping(time.time())
+        assert loop.status()["last_error"].startswith("kafka consumer: ")
+        assert loop.reader.take_error() is None, "taken once"
+        loop.reader._on_error(KafkaError(KafkaError._TRANSPORT))  # reconnects are BrokerWatch's to report
+        assert loop.reader.take_error() is None
+    finally:
+        loop.shutdown()
