@@ -269,6 +269,12 @@ def columns(figures: Figures, recorded: dict[str, dict]) -> list[tuple[str, dict
     return out
 
 
+def unrecorded(run: dict) -> list[str]:
+    """Scenarios RELIABILITY.md quotes that the run did not record."""
+    return sorted({heading for g in GUARANTEES if g.figures
+                   for heading, record in columns(g.figures, run.get("scenarios", {})) if record is None})
+
+
 def render(run: dict) -> str:
     recorded: dict[str, dict] = run.get("scenarios", {})
     lines = [
@@ -314,9 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     run = json.loads(args.recorded.read_text())
     args.out.write_text(render(run) + "\n")
-    missing = sorted({heading for g in GUARANTEES if g.figures for heading, rec in columns(g.figures,
-                                                                                            run["scenarios"])
-                      if rec is None})
+    missing = unrecorded(run)
     print(f"reliability_report: wrote {args.out} from {args.recorded} ({len(run['scenarios'])} scenarios"
           + (f"; not recorded: {', '.join(missing)})" if missing else ")"))
     return 0
