@@ -3,9 +3,10 @@
 Both serve the *same* FastAPI app (``serve.api.create_api``) with the same model,
 trained here by the real training code on a generated Kaggle-format CSV: plain
 uvicorn runs it in one process with :class:`serve.api.DirectBackend`; Ray Serve runs
-it in one ``SmokeDetector`` replica behind Serve's ingress (HAProxy, with the
-DESIGN.md flags ``RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_THROUGHPUT_OPTIMIZED=1``)
-with ``@serve.batch``. The ratio therefore measures what Serve adds.
+it in ``SmokeDetector`` replicas behind Serve's ingress (HAProxy, with the
+DESIGN.md flags ``RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_THROUGHPUT_OPTIMIZED=1``),
+with ``@serve.batch`` for requests that overlap and the deployment options of
+``configs/serve.yaml``. The ratio therefore measures what Serve adds.
 
 The load generator is a small keep-alive HTTP/1.1 client on asyncio (a full
 client library would take a large share of the 2 cores it shares with the
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         baseline_server(args.baseline_server[0], int(args.baseline_server[1]))
         return 0
 
-    from serve.deployment import SERVE_ENV
+    from serve.deployment import SERVE_ENV, deployment_options
 
     # The Serve controller and proxy read these when Ray starts them: set before ray.init.
     os.environ.update(SERVE_ENV)
@@ -209,14 +210,16 @@ def main(argv: list[str] | None = None) -> int:
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bench-serve")
         serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
         extra = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)}
+        shipped = {k: v for k, v in deployment_options().items() if k != "autoscaling_config"}
         wait_ready(base_port)
         one = orjson.dumps(READING)
         rows = [{**READING, "sensor_id": f"bench-{i % 500}", "TVOC": float(i % 3000)} for i in range(BATCH_ROWS)]
         batch = orjson.dumps({"data": rows})
         results: dict[str, Any] = {"predict": {}, "predict_batch": {}}
         for replicas in args.replicas:
-            # Same application, redeployed in place with another replica count.
-            options = {"num_replicas": replicas, "max_ongoing_requests": 64, **extra}
+            # Same application, redeployed in place with another replica count; every other option
+            # as configs/serve.yaml ships it (what `serve deploy` and `smoke serve start` deploy).
+            options = {**shipped, "num_replicas": replicas, **extra}
             serve.run(build_app(ServeSettings(port=serve_port), registry_dir, MODEL_NAME, options),
                       name="bench", route_prefix="/", blocking=False)
             wait_ready(serve_port)
@@ -256,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python -m bench.serve", *(argv if argv is not None else sys.argv[1:])]),
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "setup": {"serve": f"Ray Serve, {args.replicas} replicas, HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1 "
-                           "RAY_SERVE_THROUGHPUT_OPTIMIZED=1), @serve.batch",
+                           "RAY_SERVE_THROUGHPUT_OPTIMIZED=1), @serve.batch, deployment options of "
+                           f"configs/serve.yaml{' with ' + ', '.join(args.option) if args.option else ''}",
                   "baseline": "uvicorn, one process, the same FastAPI app and model",
                   "client": "asyncio keep-alive HTTP/1.1, same machine", "seconds_per_level": args.seconds,
                   "batch_rows": BATCH_ROWS, "cpus": os.cpu_count()},

@@ -2,7 +2,7 @@
 
 :func:`create_api` builds the app around any :class:`Backend`. In Ray Serve the
 backend is the ``SmokeDetector`` deployment itself (``serve.app``), whose
-``predict_one`` goes through ``@serve.batch``; ``bench/serve.py`` runs the very
+``predict_one`` goes through ``@serve.batch`` when other requests are in flight; ``bench/serve.py`` runs the very
 same app under plain uvicorn with :class:`DirectBackend`, so the benchmark
 measures what Serve adds and nothing else.
 
@@ -103,6 +103,12 @@ def item(scored: Scored, i: int) -> dict[str, Any]:
             "model_version": scored.version[i], "variant": scored.variant[i]}
 
 
+def score_one(server: ModelServer, metrics: ServeMetrics, values: np.ndarray, sensor_id: str | None) -> dict[str, Any]:
+    """Score one reading on its own: a model call of one row."""
+    metrics.predict_call(1, batched=False)
+    return item(score_and_count(server, metrics, values[None, :], [sensor_id]), 0)
+
+
 class DirectBackend:
     """Scores each request as it comes (no Serve, no batching): the uvicorn baseline and unit use."""
 
@@ -110,7 +116,7 @@ class DirectBackend:
         self.server, self.metrics, self.settings = server, metrics, settings
 
     async def predict_one(self, values: np.ndarray, sensor_id: str | None) -> dict[str, Any]:
-        return item(score_and_count(self.server, self.metrics, values[None, :], [sensor_id]), 0)
+        return score_one(self.server, self.metrics, values, sensor_id)
 
 
 class ApiError(Exception):

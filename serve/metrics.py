@@ -37,6 +37,9 @@ class ServeMetrics:
         self.validation_failures: _Tally[str] = _Tally()
         self.shadow_agreements = 0
         self.shadow_total = 0
+        # /predict readings, the model calls that scored them, and how many of those calls were
+        # @serve.batch batches (the others scored a request that was alone on the replica).
+        self.predict_batching = {"readings": 0, "model_calls": 0, "batched_calls": 0, "largest_batch": 0}
         self._latencies: deque[float] = deque(maxlen=2048)  # recent request latencies, for stats
         # Current gauge values, (gauge, tag items) -> value, set again by refresh_gauges.
         self._gauge_values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
@@ -69,6 +72,14 @@ class ServeMetrics:
                 self.predictions[(variant, outcome)] += count
                 if self._ray is not None:
                     self._ray["predictions"].inc(count, tags={"variant": variant, "outcome": outcome})
+
+    def predict_call(self, readings: int, batched: bool) -> None:
+        """One model call for ``readings`` /predict requests, through @serve.batch or not."""
+        b = self.predict_batching
+        b["readings"] += readings
+        b["model_calls"] += 1
+        b["batched_calls"] += batched
+        b["largest_batch"] = max(b["largest_batch"], readings)
 
     def shadow(self, agreements: int, total: int) -> None:
         self.shadow_agreements += agreements
@@ -135,4 +146,5 @@ class ServeMetrics:
             "shadow": ({"compared": self.shadow_total, "agreement_rate": self.shadow_agreements / self.shadow_total}
                        if self.shadow_total else None),
             "latency_seconds": latency,
+            "predict_batching": dict(self.predict_batching),
         }

@@ -163,6 +163,8 @@ class StatsResponse(BaseModel):
     by_variant: dict[str, dict[str, Any]]
     shadow: dict[str, Any] | None
     latency_seconds: dict[str, float | int | None]
+    # /predict readings, the model calls that scored them, how many were @serve.batch batches, the largest
+    predict_batching: dict[str, int]
 
 
 def reading_schema() -> dict[str, Any]:

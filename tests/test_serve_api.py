@@ -8,6 +8,7 @@ Serve runs on the session's ``ray_cluster`` on a free port and is shut down at t
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import math
@@ -233,6 +234,33 @@ def test_reload_and_stats(client):
     assert after.validation_failures["missing_field"] - before["validation_failures"].get("missing_field", 0) == 2
     assert after.by_variant["production"]["model_version"] == "v0001"
     assert after.latency_seconds["count"] > 0 and after.latency_seconds["p99"] > 0
+
+
+def test_overlapping_predicts_share_a_model_call_and_a_lone_one_is_scored_at_once(base_url, client):
+    def batching() -> dict[str, int]:
+        return schemas.StatsResponse.model_validate(client.get("/predictions/stats").json()).predict_batching
+
+    def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+        return {k: after[k] - before[k] for k in ("readings", "model_calls", "batched_calls")}
+
+    before = batching()
+    assert client.post("/predict", json=SEED).status_code == 200
+    assert delta(batching(), before) == {"readings": 1, "model_calls": 1, "batched_calls": 0}
+
+    async def burst(n: int) -> list[int]:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30,
+                                     limits=httpx.Limits(max_connections=n)) as c:
+            return [r.status_code for r in await asyncio.gather(*(c.post("/predict", json=SEED) for _ in range(n)))]
+
+    # Arriving together is up to the network stack: a few bursts give it every chance.
+    for _ in range(5):
+        start = batching()
+        assert asyncio.run(burst(32)) == [200] * 32
+        burst_delta = delta(batching(), start)
+        assert burst_delta["readings"] == 32
+        if burst_delta["model_calls"] < 32:
+            break
+    assert burst_delta["model_calls"] < 32 and burst_delta["batched_calls"] > 0, burst_delta
 
 
 def test_unknown_route_and_method(client):
