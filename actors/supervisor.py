@@ -43,6 +43,12 @@ from ingest.settings import Settings
 log = logging.getLogger(__name__)
 
 HEAD_NODE_RESOURCE = "node:__internal_head__"
+# The environment of every Ray node that runs the stream (`smoke up` and the `ray up` configs
+# set it): Ray starts workers at nice 15, below every ordinary process on the host, so on a
+# shared machine a busy producer, broker or client took the CPU from the detection loop.
+# At 5,000 readings/s beside a nice-0 producer and consumer the p99 from arrival to
+# detection went from 169-183 ms to 72-95 ms (docs/stream.md, "Measured").
+STREAM_NODE_ENV = {"RAY_worker_niceness": "0"}
 WORKER_READY_TIMEOUT_S = 60.0
 CALL_TIMEOUT_S = 120.0
 STUCK_LOOP_S = 300.0  # a loop iteration this long is a hang (kafka-python's known position() hang is ~300 s)

@@ -180,10 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         baseline_server(args.baseline_server[0], int(args.baseline_server[1]))
         return 0
 
+    from actors.supervisor import STREAM_NODE_ENV
     from serve.deployment import SERVE_ENV, deployment_options
 
-    # The Serve controller and proxy read these when Ray starts them: set before ray.init.
-    os.environ.update(SERVE_ENV)
+    # The Serve controller, the proxy and the raylet read these when Ray starts them: set before
+    # ray.init, as `smoke up` sets them for its head.
+    os.environ.update({**SERVE_ENV, **STREAM_NODE_ENV})
     # HAProxy's stats and metrics ports default to 8404 and 9101: another Serve with HAProxy on
     # this host (a running stack) would collide, so take free ones unless told otherwise.
     for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):

@@ -139,6 +139,7 @@ def _check_free_ports(settings: Settings) -> None:
 
 
 def _start_ray(settings: Settings, state: StackState, run_dir: Path, step: StepHandle) -> None:
+    from actors.supervisor import STREAM_NODE_ENV
     from serve.deployment import SERVE_ENV
 
     if settings.ray.address:
@@ -150,8 +151,9 @@ def _start_ray(settings: Settings, state: StackState, run_dir: Path, step: StepH
         return
     step.note("ray start --head (about 10 s)")
     try:
-        # The Serve controller reads its ingress flags from the environment of the Ray processes.
-        head = start_head(settings.ray, run_dir, env=dict(SERVE_ENV))
+        # The Serve controller reads its ingress flags, and the raylet the workers' niceness,
+        # from the environment of the Ray processes.
+        head = start_head(settings.ray, run_dir, env={**SERVE_ENV, **STREAM_NODE_ENV})
     except RayStartError as err:
         raise StackError(str(err)) from None
     state.ray_address, state.ray_session_id = head.address, head.session_id

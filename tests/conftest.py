@@ -26,9 +26,15 @@ os.environ["RAY_AUTH_MODE"] = "token"
 if not os.environ.get("RAY_AUTH_TOKEN") and not os.environ.get("RAY_AUTH_TOKEN_PATH"):
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
+from actors.supervisor import STREAM_NODE_ENV
 from bench.machine import load_average, machine_description
 from ingest.broker import EmbeddedBroker, ensure_topics
 from ingest.settings import KafkaSettings, Settings, load_settings
+
+# The Ray node environment `smoke up` gives its head (workers at nice 0, not Ray's 15), so that
+# the latencies the tests measure are the ones the stack gives.
+for _name, _value in STREAM_NODE_ENV.items():
+    os.environ.setdefault(_name, _value)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -54,6 +54,14 @@ def test_config_installs_the_package_and_starts_ray_securely(path: Path):
     workers = " ".join(config["worker_start_ray_commands"])
     assert "--address=$RAY_HEAD_IP:6379" in workers and "RAY_AUTH_MODE=token" in workers
     assert "--metrics-export-port=8080" in workers
+    # The environment `smoke up` gives its head: the Serve ingress flags there, the stream's on every node.
+    from actors.supervisor import STREAM_NODE_ENV
+    from serve.deployment import SERVE_ENV
+
+    for name, value in {**SERVE_ENV, **STREAM_NODE_ENV}.items():
+        assert f"{name}={value}" in head, name
+    for name, value in STREAM_NODE_ENV.items():
+        assert f"{name}={value}" in workers, name
     # Restarts stop only the session the previous start created, never every Ray of the user.
     for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
         assert commands[0] == "~/venv/bin/python -m cluster.node_session stop"

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from actors.supervisor import STREAM_NODE_ENV
 from cluster.health import recent_alerts
 from cluster.local_ray import start_head, with_free_ports
 from cluster.processes import PROC, pid_alive, session_pids, stop_session
@@ -42,8 +43,9 @@ class Stack:
 
     def __init__(self, workdir: Path, run_dir: Path) -> None:
         self.workdir, self.run_dir = workdir, run_dir
+        # Without the node environment conftest sets for the test cluster: `smoke up` must set it itself.
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith("SMOKE_") and k not in ("KAFKA_BOOTSTRAP_SERVERS", "RAY_ADDRESS")}
+               if not k.startswith("SMOKE_") and k not in ("KAFKA_BOOTSTRAP_SERVERS", "RAY_ADDRESS", *STREAM_NODE_ENV)}
         env.update({f"SMOKE_{name}": str(free_port()) for name in PORT_SETTINGS})
         env.update({
             "SMOKE_RAY__RUN_DIR": str(run_dir),
@@ -190,7 +192,10 @@ def test_alerts_predictions_metrics_status_and_jobs(running: Running) -> None:
     assert {json.loads(line)["sensor_id"] for line in listed.stdout.splitlines()} & fires
     stream = stack.smoke("stream", "status", "--json", timeout=120)
     assert stream.returncode == 0, stream.stderr[-2000:]
-    assert len(json.loads(stream.stdout)["workers"]) == 2
+    workers = json.loads(stream.stdout)["workers"]
+    assert len(workers) == 2
+    # The detection workers run at nice 0, not Ray's default 15 (actors.supervisor.STREAM_NODE_ENV).
+    assert [os.getpriority(os.PRIO_PROCESS, w["pid"]) for w in workers.values()] == [0, 0]
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None,
