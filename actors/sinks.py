@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -129,26 +129,30 @@ class LakeSink:
         if not batch.parts:
             return None
         key = self.key(epoch, batch.partition, batch.start)
-        write_lake_file(self.root, key, self.frame(batch.partition, epoch, batch.parts))
+        write_lake_file(self.root, key, self.table(batch.partition, epoch, batch.parts))
         return key
 
-    def frame(self, partition: int, epoch: int, parts: list[dict[str, Any]]) -> pd.DataFrame:
+    def table(self, partition: int, epoch: int, parts: list[dict[str, Any]]) -> pa.Table:
+        """The lake rows of ``parts``, as an Arrow table built straight from the buffered arrays."""
         offsets = np.concatenate([p["offsets"] for p in parts])
+        n = len(offsets)
         features = np.vstack([p["features"] for p in parts])
         columns: dict[str, Any] = {
-            "sensor_id": [s for p in parts for s in p["sensor_ids"]],
+            # large_string, as pandas 3 strings become: files written before and after read together.
+            "sensor_id": pa.array([s for p in parts for s in p["sensor_ids"]], pa.large_string()),
             "timestamp": np.concatenate([p["timestamps"] for p in parts]),  # epoch seconds, as the lake wants
-            "kafka_topic": self.topic,
-            "kafka_partition": np.full(len(offsets), partition, dtype=np.int32),
+            "kafka_topic": pa.array([self.topic], pa.large_string()).take(np.zeros(n, dtype=np.int64)),
+            "kafka_partition": np.full(n, partition, dtype=np.int32),
             "kafka_offset": offsets.astype(np.int64),
-            "log_epoch": np.full(len(offsets), epoch, dtype=np.int32),
+            "log_epoch": np.full(n, epoch, dtype=np.int32),
             "arrival_time": np.concatenate([p["arrival"] for p in parts]),
             # When detection had run on the row: processed_at - arrival_time is the stream's latency.
             "processed_at": np.concatenate([np.full(len(p["offsets"]), p["processed_at"]) for p in parts]),
         }
+        by_feature = np.ascontiguousarray(features.T)  # one transposing copy, not one strided copy per column
         for j, name in enumerate(FEATURE_NAMES):
-            columns[name] = features[:, j]
-        return pd.DataFrame(columns)
+            columns[name] = by_feature[j]
+        return pa.table(columns)
 
 
 class Sinks:

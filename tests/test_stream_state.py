@@ -258,3 +258,28 @@ def test_a_failed_batch_is_replayed_from_the_snapshot_never_half_applied(setting
 
     lake = lake_rows(faulty_settings)
     assert len(lake) == sum(ends.values()) and not lake.duplicated(["kafka_partition", "kafka_offset"]).any()
+
+
+def test_stream_lake_files_have_the_column_types_of_a_dataframe_write(tmp_path) -> None:
+    """The stream builds its lake rows as Arrow arrays; files it wrote before (through pandas) and
+    files the loader writes must still read together, so the types must match exactly."""
+    import pyarrow as pa
+
+    from actors.sinks import LakeSink
+    from ingest.lake import read_lake, write_lake_file
+    from train.features import FEATURE_NAMES
+
+    sink = LakeSink(str(tmp_path), "readings")
+    part = {"offsets": np.arange(3), "sensor_ids": ["a", "b", "a"],
+            "timestamps": np.array([1.78e9, 1.78e9 + 1, 1.78e9 + 2]),
+            "arrival": np.full(3, 1.78e9 + 3), "features": np.random.default_rng(0).random((3, len(FEATURE_NAMES))),
+            "processed_at": 1.78e9 + 4}
+    table = sink.table(2, 1, [part])
+    through_pandas = pa.Table.from_pandas(table.to_pandas(), preserve_index=False)
+    assert table.schema.remove_metadata() == through_pandas.schema.remove_metadata()
+    assert table.column("kafka_topic").to_pylist() == ["readings"] * 3
+    assert table.column("kafka_partition").to_pylist() == [2] * 3
+    write_lake_file(str(tmp_path), "p0002-000000000000-000000000002", table)
+    older = table.to_pandas().assign(kafka_offset=[10, 11, 12])
+    write_lake_file(str(tmp_path), "p0002-000000000010-000000000012", older)
+    assert sorted(read_lake(str(tmp_path))["kafka_offset"]) == [0, 1, 2, 10, 11, 12]
