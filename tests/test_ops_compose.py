@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from actors.supervisor import STREAM_NODE_ENV
 from ingest.settings import REPO_ROOT
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
@@ -44,6 +45,9 @@ def test_ray_nodes_carry_the_token_and_point_at_kafka():
         assert env["RAY_AUTH_MODE"] == "token"
         assert env["RAY_AUTH_TOKEN"].startswith("${RAY_AUTH_TOKEN:?"), "the token must be required, never defaulted"
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    for name in ("ray-head", "ray-worker"):
+        env = SERVICES[name]["environment"]
+        assert {k: env.get(k) for k in STREAM_NODE_ENV} == STREAM_NODE_ENV, name
     head = SERVICES["ray-head"]["command"]
     assert "--head" in head and "--metrics-export-port=8080" in head and "--dashboard-port=8265" in head
     assert "--address=ray-head:6379" in SERVICES["ray-worker"]["command"]
