@@ -80,17 +80,21 @@ def write_lake_file(root: str | os.PathLike, key: str, frame: pd.DataFrame | pa.
     written atomically; returns their paths. Rewriting a key replaces its files.
     """
     _check_key(key)
-    # Arrow all the way: the stream hands over an Arrow table built from its arrays, and a
-    # DataFrame round trip would hold the GIL the stream's loop needs (about 30 ms per 50,000 rows).
-    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+    is_table = isinstance(frame, pa.Table)
+    names = frame.column_names if is_table else list(frame.columns)
     for column in (SENSOR_ID, TIMESTAMP):
-        if column not in table.column_names:
-            raise LakeError(f"lake rows need a {column!r} column (got {table.column_names})")
-    if PARTITION in table.column_names:
+        if column not in names:
+            raise LakeError(f"lake rows need a {column!r} column (got {names})")
+    if PARTITION in names:
         raise LakeError(f"{PARTITION!r} is the lake's partition column; do not pass it in the rows")
-    stamps = pd.to_numeric(table.column(TIMESTAMP).to_pandas(), errors="coerce").to_numpy(dtype=np.float64)
+    # Checked before any conversion to Arrow, which would fail on a mixed column with its own error.
+    raw_stamps = frame.column(TIMESTAMP).to_pandas() if is_table else frame[TIMESTAMP]
+    stamps = pd.to_numeric(raw_stamps, errors="coerce").to_numpy(dtype=np.float64)
     if len(stamps) and not np.isfinite(stamps).all():
         raise LakeError("lake rows need a finite epoch-seconds timestamp on every row (validate them first)")
+    # Arrow all the way: the stream hands over an Arrow table built from its arrays, and a
+    # DataFrame round trip would hold the GIL the stream's loop needs (about 30 ms per 50,000 rows).
+    table = frame if is_table else pa.Table.from_pandas(frame, preserve_index=False)
     fs, base = filesystem(root)
     days = (stamps // 86_400).astype(np.int64)
     unique_days = np.unique(days)
@@ -158,7 +162,8 @@ def write_rejects(root: str | os.PathLike, key: str, rejects: pd.DataFrame) -> s
         if fs.get_file_info(target).type == pafs.FileType.File:
             fs.delete_file(target)
         return None
-    return _write_atomic(fs, f"{base}/{REJECTS_DIR}", f"{key}.parquet", rejects[list(REJECT_COLUMNS)])
+    return _write_atomic(fs, f"{base}/{REJECTS_DIR}", f"{key}.parquet",
+                         pa.Table.from_pandas(rejects[list(REJECT_COLUMNS)], preserve_index=False))
 
 
 def read_rejects(root: str | os.PathLike) -> pd.DataFrame:
@@ -175,12 +180,11 @@ def _check_key(key: str) -> None:
         raise LakeError(f"lake key {key!r} must be 1..200 characters of A-Z a-z 0-9 . _ - (no slashes)")
 
 
-def _write_atomic(fs: pafs.FileSystem, directory: str, name: str, rows: pd.DataFrame | pa.Table) -> str:
+def _write_atomic(fs: pafs.FileSystem, directory: str, name: str, table: pa.Table) -> str:
     """Write a Parquet file under a hidden temporary name, then rename it into place."""
     fs.create_dir(directory, recursive=True)
     final = f"{directory}/{name}"
     temp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
-    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pandas(rows, preserve_index=False)
     try:
         pq.write_table(table, temp, filesystem=fs)
         fs.move(temp, final)

@@ -157,6 +157,10 @@ def test_bad_keys_and_bad_rows_are_refused(tmp_path):
         write_lake_file(tmp_path, "k", _rows([np.nan]))
     with pytest.raises(LakeError, match="'timestamp'"):
         write_lake_file(tmp_path, "k", pd.DataFrame({SENSOR_ID: ["a"]}))
+    # A column of mixed types is refused by the lake's own check, not by a failed Arrow conversion.
+    for mixed in ([1_654_732_900.0, "x"], ["2022-06-09", 1_654_732_900.0]):
+        with pytest.raises(LakeError, match="finite epoch-seconds"):
+            write_lake_file(tmp_path, "k", pd.DataFrame({SENSOR_ID: ["a", "b"], TIMESTAMP: mixed}))
     with pytest.raises(LakeError, match="does not exist"):
         read_lake(tmp_path / "nothing")
 
