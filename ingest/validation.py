@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -53,9 +54,17 @@ _OTHER_SPELLINGS = frozenset(alias for alias, name in ALIASES.items() if alias !
 _LOWS = np.array([f.low for f in FIELDS])
 _HIGHS = np.array([f.high for f in FIELDS])
 _MISSING = object()
-# The clean-batch path (see _validate_clean_batch).
+# The clean-batch paths (see _validate_clean_batch and _validate_clean_messages).
 _IDENTITY_AND_MEASUREMENTS = frozenset((SENSOR_ID, TIMESTAMP, *MEASUREMENTS))
 _ROW = operator.itemgetter(SENSOR_ID, TIMESTAMP, *MEASUREMENTS)
+# A reading with exactly the canonical keys, typed as the clean path needs them: msgspec refuses
+# anything else (a bool, a string or null for a number, a missing or an unknown key, broken JSON).
+_CleanReading = msgspec.defstruct(
+    "_CleanReading",
+    [(SENSOR_ID, str), (TIMESTAMP, float | str), *((name, float) for name in MEASUREMENTS)],
+    forbid_unknown_fields=True, gc=False)
+_decode_clean_reading = msgspec.json.Decoder(_CleanReading).decode
+_MEASURED = operator.attrgetter(*MEASUREMENTS)
 _NUMBER_TYPES = frozenset((float, int))
 # Sensor ids already found well-formed: a fleet repeats the same few thousand ids in every batch,
 # so the pattern check runs once per id, not once per reading. Bounded; beyond it ids are checked
@@ -187,7 +196,7 @@ def validate_records(
 
 
 def _validate_clean_batch(records: Sequence[object]) -> ValidatedBatch | None:
-    """A batch in which every reading is valid, checked column by column; None if any is not.
+    """A batch of decoded readings in which every reading is valid, checked column by column; None if any is not.
 
     The stream's batches are almost always clean: this path makes each check one
     C-level pass over a column (about 4x faster than :func:`_validate_each`). On the
@@ -208,6 +217,29 @@ def _validate_clean_batch(records: Sequence[object]) -> ValidatedBatch | None:
         values = np.array(measurements, dtype=np.float64).T.copy()
     except OverflowError:
         return None
+    return _clean_columns(sensor_ids, stamps, values)
+
+
+def _validate_clean_messages(raws: Sequence[bytes | None]) -> ValidatedBatch | None:
+    """:func:`_validate_clean_batch` straight from the messages' bytes; None if any reading is not clean.
+
+    msgspec decodes each message into the typed fields of ``_CleanReading`` (0.9 us a
+    reading here, against 1.6 us for orjson's dict), so the type checks are done by the
+    time the columns exist. Whatever it refuses goes the long way, through
+    :func:`decode_messages` and :func:`validate_records`, which say what is wrong.
+    """
+    try:
+        if not raws or max(map(len, raws)) > MAX_MESSAGE_BYTES:
+            return None
+        readings = list(map(_decode_clean_reading, raws))
+    except (TypeError, msgspec.DecodeError):  # TypeError: a tombstone (None); ValidationError is a DecodeError
+        return None
+    values = np.array(list(map(_MEASURED, readings)), dtype=np.float64)
+    return _clean_columns([r.sensor_id for r in readings], [r.timestamp for r in readings], values)
+
+
+def _clean_columns(sensor_ids: Sequence[object], stamps: Sequence[object], values: np.ndarray) -> ValidatedBatch | None:
+    """The checks both clean paths share, on columns whose measurements are numbers: ranges, times, sensor ids."""
     if not ((values >= _LOWS) & (values <= _HIGHS)).all():  # also False for NaN and infinities
         return None
     try:
@@ -226,7 +258,7 @@ def _validate_clean_batch(records: Sequence[object]) -> ValidatedBatch | None:
             return None
     if len(_WELL_FORMED_IDS) + len(fresh) <= _WELL_FORMED_IDS_MAX:
         _WELL_FORMED_IDS.update(fresh)
-    return ValidatedBatch(index=np.arange(len(records), dtype=np.int64), sensor_ids=list(sensor_ids),
+    return ValidatedBatch(index=np.arange(len(values), dtype=np.int64), sensor_ids=list(sensor_ids),
                           timestamps=timestamps, values=values)
 
 
@@ -311,6 +343,9 @@ def _validate_each(records: Sequence[object], require_identity: bool,
 
 def validate_messages(raws: Sequence[bytes | None]) -> ValidatedBatch:
     """Raw Kafka values -> a validated batch; positions in ``rejected`` match ``raws``."""
+    clean = _validate_clean_messages(raws)
+    if clean is not None:
+        return clean
     records, undecodable = decode_messages(raws)
     batch = validate_records(records, skip=undecodable)
     batch.rejected.update(undecodable)

@@ -1,7 +1,9 @@
-"""The clean-batch path of validation accepts exactly what the careful path accepts.
+"""The clean-batch paths of validation accept exactly what the careful path accepts.
 
 ``validate_records`` first tries ``_validate_clean_batch`` (column by column, all or
-nothing) and falls back to ``_validate_each``; every batch here is compared on both.
+nothing) and falls back to ``_validate_each``; ``validate_messages`` first tries
+``_validate_clean_messages`` (msgspec, straight from the bytes). Every batch here is
+compared on the fast path and on the careful one.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import copy
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingest.settings import SimulatorSettings
 from ingest.simulator import FleetSimulator
 from ingest.validation import (
     ValidatedBatch,
     _validate_clean_batch,
+    _validate_clean_messages,
     _validate_each,
     decode_messages,
     validate_messages,
@@ -98,3 +103,77 @@ def test_decoding_falls_back_for_tombstones_oversized_and_broken_messages() -> N
     assert sorted(rejected) == [5, 6, 7] and records[5:] == [None, None, None]
     batch = validate_messages(mixed)
     assert len(batch) == 5 and sorted(batch.rejected) == [5, 6, 7]
+
+
+def careful(raws: list[bytes | None]) -> ValidatedBatch:
+    """The long way for messages: orjson to dicts, then every reading checked on its own."""
+    records, undecodable = decode_messages(raws)
+    batch = _validate_each(records, True, undecodable)
+    batch.rejected.update(undecodable)
+    return batch
+
+
+def test_clean_messages_take_the_msgspec_path_and_match_the_careful_one() -> None:
+    records = clean_records()
+    text = [r | {"timestamp": "2026-06-01T10:00:00.5Z", "tvoc_ppb": int(r["tvoc_ppb"])} for r in records]
+    for batch in (records, text):
+        raws = [orjson.dumps(r) for r in batch]
+        fast = _validate_clean_messages(raws)
+        assert fast is not None and len(fast) == len(raws)
+        assert_same(fast, careful(raws))
+        assert_same(validate_messages(raws), careful(raws))
+
+
+# Byte-level changes to message 7 that JSON-to-dict decoding and msgspec might read differently.
+RAW_MUTATIONS = {
+    "duplicate key, the last wins": lambda raw: raw[:-1] + b',"temperature_c":21.25}',
+    "escaped key": lambda raw: raw.replace(b'"humidity_pct"', b'"humidity\\u005fpct"'),
+    "surrounding whitespace": lambda raw: b" \n" + raw + b"\t ",
+    "integer minus zero": lambda raw: raw[:-1] + b',"tvoc_ppb":-0}',
+    "underflow to zero": lambda raw: raw[:-1] + b',"pm1_0_ugm3":1e-400}',
+    "overflow": lambda raw: raw[:-1] + b',"pm1_0_ugm3":1e400}',
+    "long integer": lambda raw: raw[:-1] + b',"pm1_0_ugm3":' + b"9" * 60 + b"}",
+    "many digits": lambda raw: raw[:-1] + b',"humidity_pct":45.00000000000000000000000000001}',
+    "boolean": lambda raw: raw[:-1] + b',"tvoc_ppb":true}',
+    "null": lambda raw: raw[:-1] + b',"tvoc_ppb":null}',
+    "string number": lambda raw: raw[:-1] + b',"tvoc_ppb":"12"}',
+    "unknown key": lambda raw: raw[:-1] + b',"firmware":"1.2"}',
+    "kaggle spelling": lambda raw: raw.replace(b'"temperature_c"', b'"Temperature[C]"'),
+    "lone surrogate in the id": lambda raw: raw.replace(b'"sensor_id":"', b'"sensor_id":"\\ud800'),
+    "invalid utf-8 in the id": lambda raw: raw.replace(b'"sensor_id":"', b'"sensor_id":"\xff'),
+    "leading zero": lambda raw: raw[:-1] + b',"tvoc_ppb":012}',
+    "NaN literal": lambda raw: raw[:-1] + b',"tvoc_ppb":NaN}',
+    "trailing garbage": lambda raw: raw + b"x",
+    "two documents": lambda raw: raw + b"," + raw,
+    "an array": lambda raw: b"[" + raw + b"]",
+    "truncated": lambda raw: raw[:-5],
+    "empty": lambda raw: b"",
+    "tombstone": lambda raw: None,
+    "oversized": lambda raw: raw[:-1] + b"," + b" " * 70_000 + b"}",
+}
+
+
+@pytest.mark.parametrize("name", sorted(RAW_MUTATIONS))
+def test_messages_read_differently_by_no_path(name: str) -> None:
+    raws = [orjson.dumps(r) for r in clean_records()]
+    raws[7] = RAW_MUTATIONS[name](raws[7])
+    assert_same(validate_messages(raws), careful(raws))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_fuzzed_messages_are_accepted_and_rejected_alike(data: st.DataObject) -> None:
+    """Random byte edits of one message: the msgspec path never accepts what the careful path rejects."""
+    raws = [orjson.dumps(r) for r in clean_records(8)]
+    raw = bytearray(raws[3])
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(raw)))
+        edit = data.draw(st.sampled_from(["insert", "delete", "replace"]))
+        piece = data.draw(st.sampled_from([*(bytes([b]) for b in b'0123456789.-+eE"{}[],:\\ x\x00\xff'),
+                                           b"true", b"null", b"1e400", b"-0", b'"1"', b"[]"]))
+        if edit == "insert":
+            raw[at:at] = piece
+        elif at < len(raw):
+            raw[at:at + 1] = b"" if edit == "delete" else piece
+    raws[3] = bytes(raw)
+    assert_same(validate_messages(raws), careful(raws))
