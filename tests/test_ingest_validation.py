@@ -72,6 +72,24 @@ def test_nan_in_a_decoded_value_is_not_finite_never_zero():
     assert [p.reason for k in (0, 1) for p in batch.rejected[k]] == [Reason.NOT_FINITE, Reason.NOT_FINITE]
 
 
+
+def test_every_problem_of_a_reading_is_listed_in_field_order():
+    """Typing, non-finite and range problems interleave by field, as a column-by-column pass finds them;
+    a conflicting spelling is found first (while renaming), the identity last."""
+    doc = VALID | {"temperature_c": -math.inf, "humidity_pct": None, "tvoc_ppb": -5.0, "eco2_ppm": "400",
+                   "eCO2": 401.0, "pm1_0_ugm3": math.nan, "sensor_id": "bad id"}
+    batch = validate_records([VALID, doc, VALID | {"tvoc_ppb": math.inf}])
+    assert list(batch.rejected) == [1, 2] and batch.sensor_ids == [VALID["sensor_id"]]
+    assert [(p.field, p.reason) for p in batch.rejected[1]] == [
+        ("eco2_ppm", Reason.CONFLICTING_ALIASES),
+        ("temperature_c", Reason.NOT_FINITE),
+        ("humidity_pct", Reason.MISSING_FIELD),
+        ("tvoc_ppb", Reason.OUT_OF_RANGE),
+        ("eco2_ppm", Reason.WRONG_TYPE),
+        ("pm1_0_ugm3", Reason.NOT_FINITE),
+        ("sensor_id", Reason.BAD_SENSOR_ID),
+    ]
+
 # --- properties ------------------------------------------------------------------------------
 
 sensor_ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,40}", fullmatch=True)
