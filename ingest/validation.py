@@ -314,8 +314,9 @@ def _validate_each(records: Sequence[object], require_identity: bool,
                 found.append((j, 2, i, Problem(name, Reason.OUT_OF_RANGE,
                                                f"{value:g} outside {spec.low:g}..{spec.high:g} {spec.unit} "
                                                f"({spec.sensor})")))
-            # A value already refused (missing, wrong type, a conflicting spelling) is NaN here:
-            # it is not also not_finite. An infinity is not_finite only, not also out of range.
+            # A field already refused (missing or a wrong type, NaN here; or spelled twice with
+            # different values) is not also not_finite. An infinity is not_finite only, not also
+            # out of range.
             elif (i, j) not in typed and not _already_rejected(problems, i, name):
                 found.append((j, 1, i, Problem(name, Reason.NOT_FINITE, f"{value!r} is not a finite number")))
     found.sort(key=lambda f: f[:3])
