@@ -136,20 +136,29 @@ def train_model(root: Path) -> str:
     return str(root / "registry")
 
 
-def baseline_server(registry_dir: str, port: int) -> None:
-    """Plain uvicorn: the same FastAPI app and model in one process, no Ray."""
-    import uvicorn
+def baseline_app():
+    """Plain uvicorn's app: the same FastAPI app and model, no Ray (registry in ``BENCH_SERVE_REGISTRY``).
 
+    A factory, so that ``uvicorn --workers 2`` can build it in each of its worker processes.
+    """
     from ingest.settings import ServeSettings
     from serve.api import DirectBackend, create_api
     from serve.metrics import ServeMetrics
     from serve.model import ModelServer
 
-    settings = ServeSettings(port=port)
-    server = ModelServer(registry_dir, MODEL_NAME, settings)
+    settings = ServeSettings()
+    server = ModelServer(os.environ["BENCH_SERVE_REGISTRY"], MODEL_NAME, settings)
     server.refresh()
-    app = create_api(DirectBackend(server, ServeMetrics(ray_metrics=False), settings))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    return create_api(DirectBackend(server, ServeMetrics(ray_metrics=False), settings))
+
+
+def baseline_server(registry_dir: str, port: int, workers: int = 1) -> None:
+    """Plain uvicorn on ``port``: one process, or ``workers`` processes sharing the port."""
+    import uvicorn
+
+    os.environ["BENCH_SERVE_REGISTRY"] = registry_dir
+    uvicorn.run("bench.serve:baseline_app", factory=True, host="127.0.0.1", port=port, workers=workers,
+                log_level="warning", access_log=False)
 
 
 def wait_ready(port: int, timeout: float = 90.0) -> None:
@@ -174,10 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-batch", action="store_true", help="skip the /predict/batch levels")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
                         help="deployment option override, e.g. logging_config='{\"enable_access_log\": false}'")
-    parser.add_argument("--baseline-server", nargs=2, metavar=("REGISTRY", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-server", nargs=3, metavar=("REGISTRY", "PORT", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.baseline_server:
-        baseline_server(args.baseline_server[0], int(args.baseline_server[1]))
+        baseline_server(args.baseline_server[0], int(args.baseline_server[1]), int(args.baseline_server[2]))
         return 0
 
     from actors.supervisor import STREAM_NODE_ENV
@@ -196,11 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     registry_dir = train_model(work)
     print(f"bench serve: model trained in {time.monotonic() - began:.0f} s", flush=True)
 
-    base_port, serve_port = free_port(), free_port()
+    base_port, base2_port, serve_port = free_port(), free_port(), free_port()
     # One OpenMP thread for LightGBM, as Ray gives its workers (OMP_NUM_THREADS=1): with two
     # threads spinning on 2 shared cores the baseline measured 2.5x slower than it should.
-    baseline = subprocess.Popen([sys.executable, "-m", "bench.serve", "--baseline-server", registry_dir,
-                                 str(base_port)], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # The second baseline, `uvicorn --workers 2`, is what 2 Serve replicas are set beside too: the
+    # plain alternative with as many processes.
+    baselines = [subprocess.Popen([sys.executable, "-m", "bench.serve", "--baseline-server", registry_dir,
+                                   str(port), str(workers)], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                 for port, workers in ((base_port, 1), (base2_port, 2))]
     import ray
     from ray import serve
 
@@ -214,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)}
         shipped = {k: v for k, v in deployment_options().items() if k != "autoscaling_config"}
         wait_ready(base_port)
+        wait_ready(base2_port)
         one = orjson.dumps(READING)
         rows = [{**READING, "sensor_id": f"bench-{i % 500}", "TVOC": float(i % 3000)} for i in range(BATCH_ROWS)]
         batch = orjson.dumps({"data": rows})
@@ -236,6 +249,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"/predict {replicas} replica(s) c={c}: serve {served['requests_per_s']} req/s "
                       f"p50 {served['p50_ms']} ms p99 {served['p99_ms']} ms | uvicorn {plain['requests_per_s']} "
                       f"req/s p50 {plain['p50_ms']} ms p99 {plain['p99_ms']} ms | ratio {ratio}", flush=True)
+                if replicas == 2:
+                    plain2 = measure(base2_port, "/predict", one, c, args.seconds)
+                    ratio2 = (round(served["requests_per_s"] / plain2["requests_per_s"], 3)
+                              if plain2["requests_per_s"] else None)
+                    level[f"c{c}"] |= {"uvicorn_2_workers": plain2, "ratio_rps_2_workers": ratio2}
+                    print(f"/predict {replicas} replica(s) c={c}: uvicorn --workers 2 {plain2['requests_per_s']} "
+                          f"req/s p50 {plain2['p50_ms']} ms | ratio {ratio2}", flush=True)
             results["predict"][f"replicas_{replicas}"] = level
             if replicas != args.replicas[0] or args.skip_batch:
                 continue
@@ -252,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"{entry['serve']['rows_per_s']:,} rows/s | uvicorn {entry['uvicorn']['rows_per_s']:,} "
                       f"rows/s | ratio {entry['ratio_rows']}", flush=True)
     finally:
-        baseline.terminate()
-        baseline.wait(timeout=30)
+        for baseline in baselines:
+            baseline.terminate()
+            baseline.wait(timeout=30)
         serve.shutdown()
         ray.shutdown()
 
@@ -263,12 +284,15 @@ def main(argv: list[str] | None = None) -> int:
         "setup": {"serve": f"Ray Serve, {args.replicas} replicas, HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1 "
                            "RAY_SERVE_THROUGHPUT_OPTIMIZED=1), @serve.batch, deployment options of "
                            f"configs/serve.yaml{' with ' + ', '.join(args.option) if args.option else ''}",
-                  "baseline": "uvicorn, one process, the same FastAPI app and model",
+                  "baseline": "uvicorn, one process, the same FastAPI app and model; beside 2 replicas also "
+                              "uvicorn --workers 2",
                   "client": "asyncio keep-alive HTTP/1.1, same machine", "seconds_per_level": args.seconds,
                   "batch_rows": BATCH_ROWS, "cpus": os.cpu_count()},
         "predict": results["predict"],
         "predict_batch": results["predict_batch"],
         "ratio_rps": {r: {c: v["ratio_rps"] for c, v in level.items()} for r, level in results["predict"].items()},
+        "ratio_rps_2_replicas_to_2_workers": {c: v["ratio_rps_2_workers"]
+                                              for c, v in results["predict"].get("replicas_2", {}).items()},
         "batch_rows_per_s_serve": max((v["serve"]["rows_per_s"] for v in results["predict_batch"].values()),
                                       default=None),
         "total_seconds": round(time.monotonic() - began, 1),
