@@ -160,6 +160,23 @@ def test_messages_read_differently_by_no_path(name: str) -> None:
     assert_same(validate_messages(raws), careful(raws))
 
 
+
+@pytest.mark.parametrize("positions", [(0,), (39,), (0, 5, 6, 39), tuple(range(0, 40, 2))])
+def test_bad_messages_anywhere_are_rejected_and_the_rest_kept_in_order(positions: tuple[int, ...]) -> None:
+    """Messages msgspec cannot read go the careful way; the others stay on the fast one, in input order."""
+    raws = [orjson.dumps(r) for r in clean_records()]
+    # A Kaggle spelling is valid, but only the careful path reads it.
+    edits = ["truncated", "tombstone", "boolean", "kaggle spelling", "oversized"]
+    for k, position in enumerate(positions):
+        raws[position] = RAW_MUTATIONS[edits[k % len(edits)]](raws[position])
+    batch = validate_messages(raws)
+    assert_same(batch, careful(raws))
+    assert sorted(batch.rejected) == [p for k, p in enumerate(positions) if edits[k % len(edits)] != "kaggle spelling"]
+    assert len(batch) == 40 - len(batch.rejected)
+    # One decodable but out-of-range reading among them sends the whole batch the careful way.
+    raws[20] = RAW_MUTATIONS["overflow"](orjson.dumps(clean_records()[20]))
+    assert_same(validate_messages(raws), careful(raws))
+
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_fuzzed_messages_are_accepted_and_rejected_alike(data: st.DataObject) -> None:
