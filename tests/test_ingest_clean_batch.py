@@ -1,9 +1,9 @@
 """The clean-batch paths of validation accept exactly what the careful path accepts.
 
 ``validate_records`` first tries ``_validate_clean_batch`` (column by column, all or
-nothing) and falls back to ``_validate_each``; ``validate_messages`` first tries
-``_validate_clean_messages`` (msgspec, straight from the bytes). Every batch here is
-compared on the fast path and on the careful one.
+nothing) and falls back to ``_validate_each``. ``validate_messages`` decodes with msgspec
+straight from the bytes and sends only the messages that fail a check the careful way.
+Every batch here is compared on the fast path and on the careful one.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import ingest.validation
 from ingest.settings import SimulatorSettings
 from ingest.simulator import FleetSimulator
 from ingest.validation import (
     ValidatedBatch,
     _validate_clean_batch,
-    _validate_clean_messages,
     _validate_each,
     decode_messages,
     validate_messages,
@@ -113,15 +113,27 @@ def careful(raws: list[bytes | None]) -> ValidatedBatch:
     return batch
 
 
-def test_clean_messages_take_the_msgspec_path_and_match_the_careful_one() -> None:
+@pytest.fixture
+def careful_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many messages each call of the careful path was given."""
+    calls: list[int] = []
+    original = ingest.validation._validate_messages_carefully
+
+    def spy(raws):
+        calls.append(len(raws))
+        return original(raws)
+
+    monkeypatch.setattr(ingest.validation, "_validate_messages_carefully", spy)
+    return calls
+
+
+def test_clean_messages_stay_on_the_msgspec_path_and_match_the_careful_one(careful_calls: list[int]) -> None:
     records = clean_records()
     text = [r | {"timestamp": "2026-06-01T10:00:00.5Z", "tvoc_ppb": int(r["tvoc_ppb"])} for r in records]
     for batch in (records, text):
         raws = [orjson.dumps(r) for r in batch]
-        fast = _validate_clean_messages(raws)
-        assert fast is not None and len(fast) == len(raws)
-        assert_same(fast, careful(raws))
         assert_same(validate_messages(raws), careful(raws))
+    assert careful_calls == []
 
 
 # Byte-level changes to message 7 that JSON-to-dict decoding and msgspec might read differently.
@@ -162,20 +174,26 @@ def test_messages_read_differently_by_no_path(name: str) -> None:
 
 
 @pytest.mark.parametrize("positions", [(0,), (39,), (0, 5, 6, 39), tuple(range(0, 40, 2))])
-def test_bad_messages_anywhere_are_rejected_and_the_rest_kept_in_order(positions: tuple[int, ...]) -> None:
-    """Messages msgspec cannot read go the careful way; the others stay on the fast one, in input order."""
+def test_only_the_bad_messages_go_the_careful_way_and_the_rest_keep_their_order(
+        positions: tuple[int, ...], careful_calls: list[int]) -> None:
     raws = [orjson.dumps(r) for r in clean_records()]
-    # A Kaggle spelling is valid, but only the careful path reads it.
-    edits = ["truncated", "tombstone", "boolean", "kaggle spelling", "oversized"]
+    # Undecodable for msgspec (the first three), decodable but failing a check (the next three),
+    # and valid in a spelling only the careful path reads (the last).
+    edits = ["truncated", "tombstone", "boolean", "out of range", "bad sensor id", "naive time", "kaggle spelling"]
     for k, position in enumerate(positions):
-        raws[position] = RAW_MUTATIONS[edits[k % len(edits)]](raws[position])
+        name = edits[k % len(edits)]
+        if name in MUTATIONS:
+            record = orjson.loads(raws[position])
+            MUTATIONS[name](record)
+            raws[position] = orjson.dumps(record)
+        else:
+            raws[position] = RAW_MUTATIONS[name](raws[position])
     batch = validate_messages(raws)
     assert_same(batch, careful(raws))
+    assert careful_calls == [len(positions)]
     assert sorted(batch.rejected) == [p for k, p in enumerate(positions) if edits[k % len(edits)] != "kaggle spelling"]
     assert len(batch) == 40 - len(batch.rejected)
-    # One decodable but out-of-range reading among them sends the whole batch the careful way.
-    raws[20] = RAW_MUTATIONS["overflow"](orjson.dumps(clean_records()[20]))
-    assert_same(validate_messages(raws), careful(raws))
+
 
 @settings(max_examples=300, deadline=None)
 @given(st.data())
