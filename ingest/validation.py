@@ -390,11 +390,11 @@ def validate_messages(raws: Sequence[bytes | None]) -> ValidatedBatch:
     poll down the slow path.
     """
     readings, positions = _decode_clean_readings(raws)
-    checked = None
-    if readings:
-        values = np.array(list(map(_MEASURED, readings)), dtype=np.float64)
-        sensor_ids = [r.sensor_id for r in readings]
-        checked = _check_rows(sensor_ids, [r.timestamp for r in readings], values)
+    if not readings:
+        return _validate_messages_carefully(raws)
+    values = np.array(list(map(_MEASURED, readings)), dtype=np.float64)
+    sensor_ids = [r.sensor_id for r in readings]
+    checked = _check_rows(sensor_ids, [r.timestamp for r in readings], values)
     if checked is None:
         return _validate_messages_carefully(raws)
     ok, timestamps = checked

@@ -172,7 +172,6 @@ def test_messages_read_differently_by_no_path(name: str) -> None:
     assert_same(validate_messages(raws), careful(raws))
 
 
-
 @pytest.mark.parametrize("positions", [(0,), (39,), (0, 5, 6, 39), tuple(range(0, 40, 2))])
 def test_only_the_bad_messages_go_the_careful_way_and_the_rest_keep_their_order(
         positions: tuple[int, ...], careful_calls: list[int]) -> None:
