@@ -31,13 +31,13 @@ from actors.broker_watch import BrokerWatch
 from actors.checkpoint import Checkpointer, CheckpointStore
 from actors.detection import DetectionEngine
 from actors.metrics import WorkerMetrics
-from actors.model_watch import ModelWatch
 from actors.partition_reader import PartitionReader, Records
 from actors.sinks import Sinks, alert_identity, dead_letter_source, scan_written, unique_reasons
 from actors.state import PartitionState
 from ingest.broker import ensure_topics
 from ingest.settings import Settings
 from ingest.validation import validate_messages
+from train.model_watch import ModelWatch
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class StreamLoop:
                            self.stream.lake_dir, client_id=worker_id)
         self.checkpointer = Checkpointer(self.store, self.sinks, self.reader)
         self.model_watch = ModelWatch(settings.train.registry_dir, settings.train.model_name,
-                                      self.stream.model_poll_s)
+                                      poll_s=self.stream.model_poll_s)
         self.model_watch.poll()
         self.broker_watch = BrokerWatch(bootstrap_servers, worker_id)
         self.states: dict[int, PartitionState] = {}

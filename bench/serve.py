@@ -2,7 +2,7 @@
 
 Both serve the *same* FastAPI app (``serve.api.create_api``) with the same model,
 trained here by the real training code on a generated Kaggle-format CSV: plain
-uvicorn runs it in one process with :class:`serve.api.DirectBackend`; Ray Serve runs
+uvicorn runs it in one process with :class:`serve.backend.DirectBackend`; Ray Serve runs
 it in ``SmokeDetector`` replicas behind Serve's ingress (HAProxy, with the
 DESIGN.md flags ``RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_THROUGHPUT_OPTIMIZED=1``),
 with ``@serve.batch`` for requests that overlap and the deployment options of
@@ -142,7 +142,8 @@ def baseline_app():
     A factory, so that ``uvicorn --workers 2`` can build it in each of its worker processes.
     """
     from ingest.settings import ServeSettings
-    from serve.api import DirectBackend, create_api
+    from serve.api import create_api
+    from serve.backend import DirectBackend
     from serve.metrics import ServeMetrics
     from serve.model import ModelServer
 
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from actors.supervisor import STREAM_NODE_ENV
-    from serve.deployment import SERVE_ENV, deployment_options
+    from serve.deployment import SERVE_ENV
 
     # The Serve controller, the proxy and the raylet read these when Ray starts them: set before
     # ray.init, as `smoke up` sets them for its head.
@@ -224,7 +225,6 @@ def main(argv: list[str] | None = None) -> int:
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bench-serve")
         serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
         extra = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)}
-        shipped = {k: v for k, v in deployment_options().items() if k != "autoscaling_config"}
         wait_ready(base_port)
         wait_ready(base2_port)
         one = orjson.dumps(READING)
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         for replicas in args.replicas:
             # Same application, redeployed in place with another replica count; every other option
             # as configs/serve.yaml ships it (what `serve deploy` and `smoke serve start` deploy).
-            options = {**shipped, "num_replicas": replicas, **extra}
+            options = {"num_replicas": replicas, **extra}
             serve.run(build_app(ServeSettings(port=serve_port), registry_dir, MODEL_NAME, options),
                       name="bench", route_prefix="/", blocking=False)
             wait_ready(serve_port)

@@ -126,7 +126,7 @@ def parse_timestamp(value: object) -> float:
         # fromisoformat alone takes all of ISO 8601 and more (week dates, basic format, hours
         # only, any character as the date/time separator, NUL included): check the shape first.
         if not _RFC3339.fullmatch(text):
-            if _RFC3339_NAIVE.fullmatch(text):
+            if is_naive_time(text):
                 raise ValueError("RFC 3339 time without a UTC offset")
             raise ValueError("not an RFC 3339 time (YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM))")
         try:
@@ -139,6 +139,15 @@ def parse_timestamp(value: object) -> float:
     if not math.isfinite(seconds) or not MIN_EPOCH_SECONDS <= seconds <= MAX_EPOCH_SECONDS:
         raise ValueError("time outside 2000-01-01..2100-01-01")
     return seconds
+
+
+def is_naive_time(value: object) -> bool:
+    """True for RFC 3339-shaped text without a UTC offset (``2026-12-02 05:20:51``), whose zone is a guess.
+
+    >>> is_naive_time("2026-12-02 05:20:51"), is_naive_time("2026-12-02T05:20:51Z"), is_naive_time(1.0)
+    (True, False, False)
+    """
+    return isinstance(value, str) and _RFC3339_NAIVE.fullmatch(value.strip()) is not None
 
 
 def format_timestamp(seconds: float) -> str:

@@ -24,9 +24,10 @@ from ray import serve
 from ray.serve import Application
 
 from ingest.settings import REPO_ROOT, ServeSettings, load_settings
-from serve.api import create_api, item, score_and_count, score_one
+from serve.api import create_api
+from serve.deployment import SERVE_CONFIG, deployment_options
 from serve.metrics import ServeMetrics
-from serve.model import ModelServer
+from serve.model import ModelServer, prediction_fields, score_and_count, score_one
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ class AppConfig(BaseModel):
     model_name: str
 
 
-@serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=64, health_check_period_s=10)
+# No options here: they all come from configs/serve.yaml (build_app, `serve deploy`), their one home.
+@serve.deployment(name=DEPLOYMENT_NAME)
 @serve.ingress()
 class SmokeDetector:
     """FastAPI ingress and the model(s) it serves, with hot reload and A/B variants."""
@@ -94,7 +96,7 @@ class SmokeDetector:
         self.metrics.predict_call(len(requests), batched=True)
         values = np.stack([r[0] for r in requests])
         scored = score_and_count(self.server, self.metrics, values, [r[1] for r in requests])
-        return [item(scored, i) for i in range(len(requests))]
+        return [prediction_fields(scored, i) for i in range(len(requests))]
 
     def check_health(self) -> None:
         # Serve restarts a replica whose health check raises. A missing model is not a reason
@@ -112,17 +114,23 @@ def _resolve(path: str) -> str:
 
 
 def build_app(serve_settings: ServeSettings, registry_dir: str, model_name: str,
-              deployment_options: dict[str, Any] | None = None) -> Application:
-    """The application for settings in hand; ``deployment_options`` as in a Serve config's deployment entry."""
+              overrides: dict[str, Any] | None = None, serve_config: str | Path = SERVE_CONFIG) -> Application:
+    """The application for settings in hand, with the deployment options of the Serve config.
+
+    ``overrides`` replace options of the config's deployment entry (for example
+    ``{"num_replicas": 1}`` in tests and benchmarks; a fixed replica count drops the
+    ``autoscaling_config``).
+    """
     config = AppConfig(serve=serve_settings, registry_dir=_resolve(registry_dir), model_name=model_name)
-    options = dict(deployment_options or {})
+    options = {**deployment_options(serve_config), **(overrides or {})}
+    if options.get("num_replicas") is not None:
+        options.pop("autoscaling_config", None)
     # A replica admits at most max_ongoing_requests at once: below batch_max_size a batch can never fill.
     ongoing = options.get("max_ongoing_requests", SmokeDetector.max_ongoing_requests)
     if ongoing < serve_settings.batch_max_size:
         raise ValueError(f"max_ongoing_requests ({ongoing}) must be >= serve.batch_max_size "
                          f"({serve_settings.batch_max_size})")
-    deployment = SmokeDetector.options(**options) if options else SmokeDetector
-    return deployment.bind(config)
+    return SmokeDetector.options(**options).bind(config)
 
 
 class BuilderArgs(BaseModel):

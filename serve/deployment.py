@@ -56,19 +56,16 @@ def deploy_app(settings: Settings, ray_address: str | None = None, serve_config:
     """Deploy (or update in place) the application; returns its base URL once it is RUNNING.
 
     ``overrides`` replace deployment options of the Serve config (for example
-    ``{"autoscaling_config": None, "num_replicas": 1}`` in tests).
+    ``{"num_replicas": 1}`` in tests).
     """
     from ray import serve
 
     from serve.app import build_app
 
     connect(ray_address or settings.ray.address, settings.ray.namespace)
-    options = {**deployment_options(serve_config), **(overrides or {})}
-    if options.get("num_replicas") is not None:
-        options.pop("autoscaling_config", None)
     s = settings.serve
     serve.start(http_options={"host": s.host, "port": s.port})
-    app = build_app(s, settings.train.registry_dir, settings.train.model_name, options)
+    app = build_app(s, settings.train.registry_dir, settings.train.model_name, overrides, serve_config)
     serve.run(app, name=s.app_name, route_prefix="/", blocking=False)
     url = f"http://{s.host}:{s.port}"
     logger.info("serve: application %s running at %s", s.app_name, url)

@@ -11,6 +11,7 @@ metrics are off and only the in-process counters run.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import Counter as _Tally
 from collections import deque
@@ -41,6 +42,9 @@ class ServeMetrics:
         # @serve.batch batches (the others scored a request that was alone on the replica).
         self.predict_batching = {"readings": 0, "model_calls": 0, "batched_calls": 0, "largest_batch": 0}
         self._latencies: deque[float] = deque(maxlen=2048)  # recent request latencies, for stats
+        # Every latency since start, as cumulative-histogram inputs for /metrics.
+        self._latency_buckets = [0] * (len(LATENCY_BOUNDARIES) + 1)
+        self._latency_sum = 0.0
         # Current gauge values, (gauge, tag items) -> value, set again by refresh_gauges.
         self._gauge_values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._ray = None
@@ -94,6 +98,8 @@ class ServeMetrics:
     def latency(self, seconds: float, variants: list[str]) -> None:
         self.requests += 1
         self._latencies.append(seconds)
+        self._latency_buckets[bisect.bisect_left(LATENCY_BOUNDARIES, seconds)] += 1
+        self._latency_sum += seconds
         if self._ray is not None:
             for variant in variants:
                 self._ray["latency"].observe(seconds, tags={"variant": variant})
@@ -148,3 +154,36 @@ class ServeMetrics:
             "latency_seconds": latency,
             "predict_batching": dict(self.predict_batching),
         }
+
+    def prometheus_text(self, replica: str) -> bytes:
+        """This replica's counters in the Prometheus text format (``GET /metrics`` on the API port).
+
+        The same counters as ``/predictions/stats``, labelled with the replica that answered;
+        the cluster-wide series (all replicas, Ray's own) are on Ray's metrics export port.
+        """
+        lines = [
+            "# HELP smoke_api_requests_total prediction requests answered by this replica",
+            "# TYPE smoke_api_requests_total counter",
+            f'smoke_api_requests_total{{replica="{replica}"}} {self.requests}',
+            "# HELP smoke_api_predictions_total readings scored, by model variant and outcome",
+            "# TYPE smoke_api_predictions_total counter",
+            *(f'smoke_api_predictions_total{{replica="{replica}",variant="{variant}",outcome="{outcome}"}} {count}'
+              for (variant, outcome), count in sorted(self.predictions.items())),
+            "# HELP smoke_api_validation_failures_total request readings rejected by validation, by reason",
+            "# TYPE smoke_api_validation_failures_total counter",
+            *(f'smoke_api_validation_failures_total{{replica="{replica}",reason="{reason}"}} {count}'
+              for reason, count in sorted(self.validation_failures.items())),
+            "# HELP smoke_api_request_duration_seconds time from request parsed to response ready",
+            "# TYPE smoke_api_request_duration_seconds histogram",
+        ]
+        cumulative = 0
+        for bound, count in zip([*LATENCY_BOUNDARIES, float("inf")], self._latency_buckets, strict=True):
+            cumulative += count
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            lines.append(f'smoke_api_request_duration_seconds_bucket{{replica="{replica}",le="{le}"}} {cumulative}')
+        lines += [f'smoke_api_request_duration_seconds_sum{{replica="{replica}"}} {self._latency_sum!r}',
+                  f'smoke_api_request_duration_seconds_count{{replica="{replica}"}} {cumulative}',
+                  "# HELP smoke_api_uptime_seconds seconds since this replica started",
+                  "# TYPE smoke_api_uptime_seconds gauge",
+                  f'smoke_api_uptime_seconds{{replica="{replica}"}} {time.time() - self.started:.3f}']
+        return ("\n".join(lines) + "\n").encode()

@@ -1,11 +1,12 @@
 """The models a replica serves: loading from the registry, hot reload, A/B variants, shadow, scoring.
 
-A replica holds one :class:`LoadedModel` per variant (and one for the shadow).
-A variant whose reference is ``production`` follows the registry alias:
-:meth:`ModelServer.refresh` reads the alias (one small file), and when it names
-another version it loads that version completely first and only then swaps the
-reference. A request that started scoring keeps the model object it took, so
-no request sees a half-loaded model or fails during the switch.
+A replica holds one :class:`LoadedModel` per variant (and one for the shadow),
+each followed by a :class:`train.model_watch.ModelWatch` (the one hot-reload
+mechanism, shared with the stream workers): a variant whose reference is
+``production`` follows the registry alias, and when it names another version
+that version is loaded completely first and only then swapped in. A request that
+started scoring keeps the model object it took, so no request sees a half-loaded
+model or fails during the switch.
 
 Features come from :func:`train.features.point_features`, the one
 implementation shared with the stream and training: a single HTTP reading has
@@ -25,8 +26,10 @@ import numpy as np
 
 from ingest.settings import ServeSettings, ServeVariant
 from serve.ab import ABSplit
+from serve.metrics import ServeMetrics
 from train.drift import DriftReference
 from train.features import POINT_FEATURES, point_features
+from train.model_watch import ModelWatch
 from train.registry import PRODUCTION, LoadedModel, ModelRegistry, RegistryError
 
 logger = logging.getLogger(__name__)
@@ -43,14 +46,26 @@ class NoModelError(RuntimeError):
 
 @dataclass
 class Slot:
-    """A variant's reference and the model currently serving it."""
+    """A variant: its share, the watch on its registry reference, and what serves it now."""
 
     name: str
-    ref: str
     weight: float
-    model: LoadedModel | None = None
-    columns: np.ndarray | None = None  # model features as columns of point_features()
-    error: str | None = None  # why the last load failed
+    watch: ModelWatch
+    # The model and its features as columns of point_features(), swapped as one: a scorer takes both.
+    serving: tuple[LoadedModel, np.ndarray] | None = None
+
+    @property
+    def ref(self) -> str:
+        return self.watch.ref
+
+    @property
+    def model(self) -> LoadedModel | None:
+        return self.serving[0] if self.serving else None
+
+    @property
+    def error(self) -> str | None:
+        """Why the reference cannot be followed now (the previous model, if any, still serves)."""
+        return self.watch.error
 
 
 @dataclass
@@ -66,7 +81,7 @@ class Scored:
     groups: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # variant -> (version, fire, no_fire)
 
 
-def _columns_for(model: LoadedModel) -> np.ndarray:
+def columns_for(model: LoadedModel) -> np.ndarray:
     missing = [n for n in model.feature_names if n not in POINT_FEATURES]
     if missing:
         raise RegistryError(
@@ -81,9 +96,13 @@ class ModelServer:
     def __init__(self, registry_dir: str, model_name: str, settings: ServeSettings) -> None:
         self.registry = ModelRegistry(registry_dir, model_name)
         variants = settings.variants or [ServeVariant(name="production", ref=PRODUCTION, weight=1.0)]
-        self.slots = [Slot(v.name, v.ref, v.weight) for v in variants]
+
+        def slot(name: str, ref: str, weight: float) -> Slot:
+            return Slot(name, weight, ModelWatch(self.registry, ref=ref, accept=columns_for))
+
+        self.slots = [slot(v.name, v.ref, v.weight) for v in variants]
         self.split = ABSplit([s.name for s in self.slots], [s.weight for s in self.slots])
-        self.shadow = Slot("shadow", settings.shadow, 0.0) if settings.shadow else None
+        self.shadow = slot("shadow", settings.shadow, 0.0) if settings.shadow else None
         self._load_lock = threading.Lock()  # one loader at a time (poller and /model/reload)
         self.last_refresh = time.monotonic()  # end of the last refresh, for the replica health check
         self.on_swap = None  # callback(old_version | None, new_version), for the version gauge
@@ -102,36 +121,20 @@ class ModelServer:
         """Load every slot whose reference now names another version; returns the slots that switched.
 
         Blocking (file reads and model parsing): call it from a thread, not the event loop.
-        A failed load keeps the previous model serving and logs one line.
+        A failed load keeps the previous model serving (its watch logs the cause once).
         """
         switched: list[str] = []
         with self._load_lock:
             for slot in self.all_slots:
-                try:
-                    version = self.registry.resolve(slot.ref)
-                except RegistryError as err:
-                    if slot.error != str(err):
-                        logger.warning("variant %s: cannot resolve %r: %s", slot.name, slot.ref, err)
-                    slot.error = str(err)
-                    continue
-                if slot.model is not None and slot.model.version == version:
-                    continue
-                try:
-                    model = self.registry.load(version)
-                    columns = _columns_for(model)
-                except Exception as err:  # a bad version must not take the serving one down
-                    logger.error("variant %s: loading %s:%s failed, keeping %s: %s", slot.name,
-                                 self.registry.name, version, slot.model.version if slot.model else "none", err)
-                    slot.error = f"{type(err).__name__}: {err}"
-                    continue
                 old = slot.model.version if slot.model else None
-                # Model and columns are swapped as one tuple assignment: a scorer reads both together.
-                slot.model, slot.columns, slot.error = model, columns, None
+                if not slot.watch.refresh():
+                    continue
+                model = slot.watch.model
+                slot.serving = (model, columns_for(model))
                 if slot is self.slots[0]:
                     self._recent.clear()
                     self._recent_rows = 0
                 switched.append(slot.name)
-                logger.info("variant %s now serves %s:%s (was %s)", slot.name, model.name, model.version, old)
                 if self.on_swap is not None:
                     self.on_swap(old, model.version)
         self.last_refresh = time.monotonic()
@@ -163,9 +166,10 @@ class ModelServer:
             rows = np.flatnonzero(assignment == k) if len(self.slots) > 1 else np.arange(n)
             if not len(rows):
                 continue
-            model, columns = slot.model, slot.columns  # take both once: a swap may happen meanwhile
-            if model is None:
+            serving = slot.serving  # take both once: a swap may happen meanwhile
+            if serving is None:
                 raise NoModelError(f"variant {slot.name}: no model loaded ({slot.error or 'loading'})")
+            model, columns = serving
             x = features[rows][:, columns]
             p = model.predict_proba(x)
             if k == 0:
@@ -180,8 +184,8 @@ class ModelServer:
             fire = int(y.sum())
             groups[slot.name] = (model.version, fire, len(rows) - fire)
         shadow = None
-        if self.shadow is not None and self.shadow.model is not None:
-            model, columns = self.shadow.model, self.shadow.columns
+        if self.shadow is not None and self.shadow.serving is not None:
+            model, columns = self.shadow.serving
             try:
                 shadow = model.predict_proba(features[:, columns])
                 fire = int((shadow >= model.threshold).sum())
@@ -222,3 +226,35 @@ class ModelServer:
         return [{"name": s.name, "ref": s.ref, "weight": float(share),
                  "model_version": s.model.version if s.model else None, "error": s.error}
                 for s, share in zip(self.slots, self.split.shares, strict=True)]
+
+
+# Scoring for the routes -----------------------------------------------------------------------------
+
+
+def score_and_count(server: ModelServer, metrics: ServeMetrics, values: np.ndarray,
+                    sensor_ids: Sequence[str | None]) -> Scored:
+    """Score a batch and count it per variant (and shadow agreement): one model call per variant."""
+    scored = server.score(values, sensor_ids)
+    for variant, (version, fire, no_fire) in scored.groups.items():
+        metrics.predicted(variant, version, fire, no_fire)
+    if scored.shadow is not None:
+        shadow_threshold = server.shadow.model.threshold if server.shadow and server.shadow.model else 0.5
+        agree = int(((scored.shadow >= shadow_threshold).astype(np.int64) == scored.prediction).sum())
+        metrics.shadow(agree, len(values))
+    return scored
+
+
+def prediction_fields(scored: Scored, i: int) -> dict[str, object]:
+    """The prediction of row ``i``: the fields ``PredictResponse`` and ``BatchItem`` share."""
+    p = float(scored.probability[i])
+    y = int(scored.prediction[i])
+    return {"prediction": y, "prediction_label": "fire" if y else "no_fire", "probability": p,
+            "confidence": {"fire": p, "no_fire": 1.0 - p}, "threshold": float(scored.threshold[i]),
+            "model_version": scored.version[i], "variant": scored.variant[i]}
+
+
+def score_one(server: ModelServer, metrics: ServeMetrics, values: np.ndarray,
+              sensor_id: str | None) -> dict[str, object]:
+    """Score one reading on its own: a model call of one row."""
+    metrics.predict_call(1, batched=False)
+    return prediction_fields(score_and_count(server, metrics, values[None, :], [sensor_id]), 0)

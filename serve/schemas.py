@@ -1,4 +1,4 @@
-"""Request and response models of the HTTP API, for the OpenAPI schema and the docs.
+"""Request and response models of the HTTP API: the OpenAPI schema, and the bodies the routes send.
 
 Requests are *not* parsed through these models: every reading goes through
 :func:`ingest.validation.validate_records`, the one validation of the project,
@@ -6,9 +6,11 @@ which accepts canonical, seed (``Temperature``) and Kaggle (``Temperature[C]``)
 names and reports every problem with its field and reason. The request models
 here describe that contract for clients and generated SDKs.
 
-Responses are built as plain dicts on the hot path (pydantic validation of each
-response would cost more than the prediction); tests check the served bodies
-against these models.
+Responses are built as these models (a few microseconds each), so what the
+OpenAPI schema says is what is sent. The one exception is the list of
+``/predict/batch`` items, built as plain dicts because validating 10,000 of them
+would double the request's cost; tests check those bodies against
+:class:`BatchResponse`.
 """
 
 from __future__ import annotations
@@ -56,32 +58,40 @@ class ErrorResponse(BaseModel):
 
 
 class Confidence(BaseModel):
-    fire: float
-    no_fire: float
+    fire: float = Field(description="the probability of fire (same as `probability`)")
+    no_fire: float = Field(description="1 - probability")
+
+
+PROBABILITY = ("P(fire): the model's probability that the reading is a fire, whatever the prediction "
+               "(a prediction of 0 comes with a low probability, not with the probability of 'no fire')")
 
 
 class PredictResponse(BaseModel):
-    prediction: Literal[0, 1]
+    prediction: Literal[0, 1] = Field(description="1 when probability >= threshold")
     prediction_label: Literal["fire", "no_fire"]
-    probability: float = Field(description="probability of fire")
+    probability: float = Field(ge=0, le=1, description=PROBABILITY)
     confidence: Confidence
     threshold: float = Field(description="decision threshold of the model that scored")
     model_version: str
     variant: str = Field(description="A/B variant that scored this reading")
     processing_time_seconds: float
-    timestamp: str
+    timestamp: str = Field(description="when the response was made (RFC 3339 UTC)")
+    warnings: list[str] = Field([], description="what of the request was ignored, e.g. a timestamp without "
+                                                "a UTC offset")
 
 
 class BatchItem(BaseModel):
     index: int
     prediction: Literal[0, 1] | None = None
     prediction_label: Literal["fire", "no_fire"] | None = None
-    probability: float | None = None
+    probability: float | None = Field(None, description=PROBABILITY)
     confidence: Confidence | None = None
+    threshold: float | None = None
     model_version: str | None = None
     variant: str | None = None
     error: str | None = Field(None, description="set instead of a prediction when the item is invalid")
     errors: list[FieldError] | None = None
+    warnings: list[str] | None = Field(None, description="what of the item was ignored")
 
 
 class BatchSummary(BaseModel):
@@ -128,10 +138,12 @@ class ModelInfo(BaseModel):
     model_type: str
     model_version: str
     feature_columns: list[str] = Field(description="input fields under their Kaggle names")
+    features: list[str] = Field(description="the same as feature_columns (the original project's key)")
     model_features: list[str] = Field(description="features the model consumes (train.features names)")
     threshold: float
     training_timestamp: str | None
     model_metrics: ModelMetrics
+    accuracy: float | None = Field(description="the same as model_metrics.accuracy (the original project's key)")
     params: dict[str, Any] = {}
     variants: list[dict[str, Any]]
     shadow: dict[str, Any] | None = None
@@ -165,6 +177,7 @@ class StatsResponse(BaseModel):
     latency_seconds: dict[str, float | int | None]
     # /predict readings, the model calls that scored them, how many were @serve.batch batches, the largest
     predict_batching: dict[str, int]
+    variants: list[dict[str, Any]]
 
 
 def reading_schema() -> dict[str, Any]:

@@ -5,7 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["ingest.validation", "ingest.reading", "ingest.settings", "train.features", "train.slot_table"]
+MODULES = ["ingest.validation", "ingest.reading", "ingest.settings", "train.features", "train.slot_table",
+           "serve.errors"]
 
 
 @pytest.mark.parametrize("name", MODULES)

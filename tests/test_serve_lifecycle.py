@@ -127,6 +127,21 @@ def test_serve_yaml_is_a_valid_serve_config_and_builds():
         build_app(ServeSettings(batch_max_size=64), "/tmp", MODEL_NAME, {"max_ongoing_requests": 8})
 
 
+def test_deployment_options_have_one_home_the_serve_config():
+    from serve.app import SmokeDetector, build_app
+    from serve.deployment import deployment_options
+
+    # Nothing is set in the decorator: every option the app is deployed with is the config's.
+    assert SmokeDetector._deployment_config.user_configured_option_names <= {"name"}
+    shipped = deployment_options()
+    built = build_app(ServeSettings(), "/tmp", MODEL_NAME)._bound_deployment
+    assert built.max_ongoing_requests == shipped["max_ongoing_requests"]
+    assert built._deployment_config.health_check_period_s == shipped["health_check_period_s"]
+    assert built._deployment_config.autoscaling_config.max_replicas == shipped["autoscaling_config"]["max_replicas"]
+    fixed = build_app(ServeSettings(), "/tmp", MODEL_NAME, {"num_replicas": 2})._bound_deployment
+    assert fixed.num_replicas == 2 and fixed._deployment_config.autoscaling_config is None
+
+
 def test_api_keys_from_environment_are_comma_separated():
     settings = load_settings(environ={"SMOKE_SERVE__API_KEYS": "alpha, beta"})
     assert settings.serve.api_keys == ["alpha", "beta"]
