@@ -62,3 +62,23 @@ def test_settings_are_frozen():
     settings = load_settings(environ={})
     with pytest.raises(ValueError, match="frozen"):
         settings.simulator.sensors = 5
+
+
+def test_the_shipped_settings_file_states_choices_not_defaults():
+    """configs/pipeline.yaml changes defaults or says nothing: a restated default would drift from its home."""
+    import yaml
+
+    from ingest.settings import Settings
+
+    def restated(data: dict, loaded: object, default: object, where: str) -> list[str]:
+        found = []
+        for key, value in data.items():
+            mine, theirs = getattr(loaded, key), getattr(default, key)
+            if isinstance(value, dict) and hasattr(theirs, "model_fields"):
+                found += restated(value, mine, theirs, f"{where}{key}.")
+            elif mine == theirs:
+                found.append(f"{where}{key}")
+        return found
+
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text()) or {}
+    assert restated(data, load_settings(DEFAULT_CONFIG, environ={}), Settings(), "") == []
