@@ -28,7 +28,7 @@ from ingest.settings import ServeSettings, ServeVariant
 from serve.ab import ABSplit
 from serve.metrics import ServeMetrics
 from train.drift import DriftReference
-from train.features import POINT_FEATURES, point_features
+from train.features import POINT_FEATURES, needs_history, point_features
 from train.model_watch import ModelWatch
 from train.registry import PRODUCTION, LoadedModel, ModelRegistry, RegistryError
 
@@ -82,7 +82,7 @@ class Scored:
 
 
 def columns_for(model: LoadedModel) -> np.ndarray:
-    missing = [n for n in model.feature_names if n not in POINT_FEATURES]
+    missing = needs_history(model.feature_names)
     if missing:
         raise RegistryError(
             f"{model.name}:{model.version} needs windowed features ({', '.join(missing[:3])} ...) that a single "

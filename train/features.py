@@ -79,6 +79,18 @@ def check_feature_names(names: Iterable[str]) -> list[str]:
     return names
 
 
+def needs_history(feature_names: Iterable[str]) -> list[str]:
+    """The features of ``feature_names`` that one reading cannot give (windowed ones).
+
+    The rule of what the HTTP API can serve: a model needing any of these cannot
+    predict from a single reading (the registry refuses to promote it, Serve to load it).
+
+    >>> needs_history(["temperature_c", "tvoc_ppb_delta", "h2_ethanol_ratio"])
+    ['tvoc_ppb_delta']
+    """
+    return [name for name in feature_names if name not in POINT_FEATURES]
+
+
 def point_features(values: np.ndarray) -> np.ndarray:
     """(n, 12) measurements -> (n, len(POINT_FEATURES)); ratios are NaN where undefined."""
     values = np.asarray(values, dtype=np.float64)

@@ -47,7 +47,7 @@ import numpy as np
 
 from train.drift import FILE_NAME as DRIFT_FILE
 from train.drift import DriftReference
-from train.features import FEATURE_NAMES, FEATURE_VERSION, POINT_FEATURES, check_feature_names
+from train.features import FEATURE_NAMES, FEATURE_VERSION, check_feature_names, needs_history
 from train.models import load_model, predict_proba, save_model
 
 PRODUCTION = "production"
@@ -195,10 +195,10 @@ class ModelRegistry:
         (``metadata["compared_to"]``).
         """
         candidate = self.metadata(version)
-        needs_history = [n for n in candidate["feature_names"] if n not in POINT_FEATURES]
-        if needs_history and not force:
+        windowed = needs_history(candidate["feature_names"])
+        if windowed and not force:
             # The HTTP API predicts from one reading: a production model that needs history breaks it.
-            raise PromotionRefused(f"{version} uses windowed features ({', '.join(needs_history[:3])} ...) that "
+            raise PromotionRefused(f"{version} uses windowed features ({', '.join(windowed[:3])} ...) that "
                                    "one HTTP reading cannot provide; production must use POINT_FEATURES "
                                    "(promote with force if only the stream uses this registry)")
         with self._lock():
