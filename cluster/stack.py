@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cluster.embedded_broker import forget_broker, running_broker, start_detached_broker
 from cluster.initial_model import production_version, train_initial_model
 from cluster.local_ray import RayStartError, ensure_auth_token, start_head, token_source
 from cluster.processes import port_in_use, session_pids, stop_session
@@ -165,8 +166,6 @@ def _start_ray(settings: Settings, state: StackState, run_dir: Path, step: StepH
 
 
 def _start_kafka(settings: Settings, state: StackState, step: StepHandle) -> None:
-    from cluster.commands.ingest import running_broker, start_detached_broker
-
     if settings.kafka.bootstrap_servers:
         state.bootstrap_servers = settings.kafka.bootstrap_servers
         step.note("creating topics")
@@ -230,7 +229,7 @@ def _start_serve(settings: Settings, state: StackState, options: UpOptions, step
 
 
 def _start_simulator(settings: Settings, state: StackState, options: UpOptions, step: StepHandle) -> None:
-    import cluster.commands.ingest  # noqa: F401 - fail here, not in the detached process, if it is missing
+    import ingest.simulator  # noqa: F401 - fail here, not in the detached process, if it is missing
 
     run_dir = Path(settings.ray.run_dir)
     logs = run_dir / "logs"
@@ -288,7 +287,7 @@ def down(settings: Settings, steps: Steps, graceful: bool = True) -> DownReport 
     if state.broker_pid is not None:
         with steps.step("embedded broker") as step:
             step.result = "stopped" if stop_pid(state.broker_pid) else "was not running"
-            _forget_broker(settings, state.broker_pid)
+            forget_broker(settings, state.broker_pid)
             report.stopped.append("broker")
     report.left_running = leftover_processes(state)
     if not report.left_running:
@@ -344,18 +343,6 @@ def _stop_processes(state: StackState) -> None:
         stop_session(state.ray_session_id)
     if state.broker_pid is not None:
         stop_pid(state.broker_pid)
-
-
-def _forget_broker(settings: Settings, pid: int) -> None:
-    """Remove the broker record of ``smoke broker`` if it describes the broker we just stopped."""
-    from cluster.commands.ingest import state_path as broker_state_path
-
-    path = broker_state_path(settings)
-    with contextlib.suppress(OSError, ValueError):
-        import json
-
-        if json.loads(path.read_text()).get("pid") == pid:
-            path.unlink()
 
 
 # --- the Ray driver of this command ------------------------------------------------------------------
