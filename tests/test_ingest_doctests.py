@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["ingest.incidents", "ingest.kaggle", "ingest.lake", "ingest.loader", "ingest.simulator",
-           "ingest.malformed_corpus", "ingest.reading", "ingest.progress"]
+           "tests.malformed_corpus", "ingest.reading", "ingest.progress"]
 
 
 @pytest.mark.parametrize("name", MODULES)

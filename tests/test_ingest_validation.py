@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.malformed_corpus import CASES, ODD_BUT_VALID, VALID, pairs, random_payloads
 from ingest.reading import InvalidReading, Reading, encode_batch, encode_message
 from ingest.schema import (
     ALIASES,
@@ -26,6 +25,7 @@ from ingest.schema import (
     Reason,
 )
 from ingest.validation import ValidatedBatch, validate_messages, validate_records
+from tests.malformed_corpus import CASES, ODD_BUT_VALID, VALID, pairs, random_payloads
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

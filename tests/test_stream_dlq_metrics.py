@@ -2,7 +2,7 @@
 and the stream's metrics appear on the Ray node's metrics export port.
 
 Real Ray, real embedded broker, real kafka-python clients; the adversarial messages are the
-shared corpus of :mod:`ingest.malformed_corpus` (malformed cases, odd but valid ones, and a
+shared corpus of :mod:`tests.malformed_corpus` (malformed cases, odd but valid ones, and a
 seeded random sample), with odd Kafka keys and a tombstone.
 """
 
@@ -19,9 +19,9 @@ import orjson
 import pytest
 import ray
 
-from ingest.malformed_corpus import ODD_BUT_VALID, pairs, random_payloads
 from ingest.schema import Reason
 from ingest.validation import validate_messages
+from tests.malformed_corpus import ODD_BUT_VALID, pairs, random_payloads
 from tests.test_stream_support import (
     all_consumed,
     assert_exactly_once,
