@@ -142,7 +142,7 @@ GUARANTEES: tuple[Guarantee, ...] = (
     ),
     Guarantee(
         "No broker at start-up: bounded retries, then one clear line",
-        "smoke simulate, smoke stream start and python -m actors try the broker's address a bounded "
+        "smoke simulate and smoke stream start try the broker's address a bounded "
         "number of times with backoff, then exit 1 with one line naming the address and the cause, "
         "not a traceback and not kafka-python's 30 s wait per client.",
         ("tests/test_reliability_stream.py::test_no_broker_at_start_up_fails_fast_with_one_clear_line",),

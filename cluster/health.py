@@ -29,7 +29,8 @@ class Check:
 
 
 def check_stack(settings: Settings, state: StackState, alert_window_s: float = ALERT_WINDOW_S) -> list[Check]:
-    from cluster.stack import disconnect_driver, with_stack
+    from cluster.ray_driver import disconnect_driver
+    from cluster.stack import with_stack
 
     settings = with_stack(settings, state)
     checks = [check_ray(state), check_broker(state)]
@@ -55,7 +56,7 @@ def check_ray(state: StackState) -> Check:
     try:
         import ray
 
-        from cluster.stack import connect_driver
+        from cluster.ray_driver import connect_driver
 
         connect_driver(state.ray_address, state.namespace)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -113,7 +114,7 @@ def check_serve(settings: Settings, state: StackState) -> Check:
     from serve.deployment import serve_status
 
     try:
-        status = serve_status(settings, state.ray_address)
+        status = serve_status(settings)
     except Exception as err:
         return Check("serve", False, f"cannot read Serve's status: {err}")
     replicas = {}

@@ -174,7 +174,7 @@ def start_head(cfg: RaySettings, run_dir: Path, env: dict[str, str] | None = Non
     log_path = run_dir / "logs" / "ray-start.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **(env or {}), **head_environment(cfg)}
-    # `ray job submit -- python -m train` runs its entrypoint through the head's PATH: put this
+    # `ray job submit -- smoke train` runs its entrypoint through the head's PATH: put this
     # environment's interpreter (where the package is installed) first.
     full_env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), full_env.get("PATH", "")])
     if token != "RAY_AUTH_TOKEN":

@@ -39,8 +39,9 @@ from cluster.local_ray import RayStartError, ensure_auth_token, start_head, toke
 from cluster.processes import port_in_use, session_pids, stop_session
 from cluster.progress import StepHandle, Steps
 from cluster.prometheus_config import write_local_config
+from cluster.ray_driver import connect_driver, disconnect_driver
 from cluster.stack_state import StackState, load_state, remove_state, save_state
-from ingest.broker import BrokerError, ensure_topics, port_open, stop_pid
+from ingest.broker import BrokerError, ensure_topics, stop_pid
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -221,7 +222,7 @@ def _start_serve(settings: Settings, state: StackState, options: UpOptions, step
     # Serve logs its progress at INFO to this driver, through the live display; our step line says the same.
     serve_log.disabled = True
     try:
-        state.serve_url = deploy_app(settings, state.ray_address)
+        state.serve_url = deploy_app(settings)
     finally:
         serve_log.disabled = False
     state.serve_app = settings.serve.app_name
@@ -343,31 +344,6 @@ def _stop_processes(state: StackState) -> None:
         stop_session(state.ray_session_id)
     if state.broker_pid is not None:
         stop_pid(state.broker_pid)
-
-
-# --- the Ray driver of this command ------------------------------------------------------------------
-
-
-def connect_driver(address: str | None, namespace: str) -> None:
-    """Connect this process to the stack's Ray (explicit address, never "auto"); no-op if connected.
-
-    The GCS port is probed first: ``ray.init`` against a dead address waits about 20 s.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    host, _, port = (address or "").rpartition(":")
-    if not port.isdigit() or not port_open(host, int(port), timeout=2.0):
-        raise StackError(f"Ray's GCS at {address} does not accept connections")
-    ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
-
-
-def disconnect_driver() -> None:
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 def _one_line(err: BaseException) -> str:

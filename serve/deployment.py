@@ -4,7 +4,7 @@
 options (autoscaling, ``max_ongoing_requests``, actor resources) are read from
 the same ``configs/serve.yaml`` that ``serve deploy`` reads, so both ways of
 deploying give the same application; the HTTP host and port come from the
-``serve`` settings.
+``serve`` settings. The caller connects to Ray first (``cluster.ray_driver``).
 
 The ingress flags of DESIGN.md (:data:`SERVE_ENV`) only take effect when they
 are in the environment of the Ray processes (the Serve controller reads them at
@@ -40,18 +40,14 @@ def deployment_options(path: str | Path = SERVE_CONFIG) -> dict[str, Any]:
     return options
 
 
-def connect(ray_address: str | None, namespace: str = "smoke") -> None:
-    """Connect this process to Ray at ``ray_address`` (never "auto": see DESIGN.md); no-op if connected."""
+def _require_ray() -> None:
     import ray
 
-    if ray.is_initialized():
-        return
-    if not ray_address:
-        raise ValueError("no Ray address: pass --address or set ray.address (SMOKE_RAY__ADDRESS)")
-    ray.init(address=ray_address, namespace=namespace, log_to_driver=False)
+    if not ray.is_initialized():
+        raise RuntimeError("connect to Ray first (the caller's driver, with an explicit address)")
 
 
-def deploy_app(settings: Settings, ray_address: str | None = None, serve_config: str | Path = SERVE_CONFIG,
+def deploy_app(settings: Settings, serve_config: str | Path = SERVE_CONFIG,
                overrides: dict[str, Any] | None = None) -> str:
     """Deploy (or update in place) the application; returns its base URL once it is RUNNING.
 
@@ -62,7 +58,7 @@ def deploy_app(settings: Settings, ray_address: str | None = None, serve_config:
 
     from serve.app import build_app
 
-    connect(ray_address or settings.ray.address, settings.ray.namespace)
+    _require_ray()
     s = settings.serve
     serve.start(http_options={"host": s.host, "port": s.port})
     app = build_app(s, settings.train.registry_dir, settings.train.model_name, overrides, serve_config)
@@ -72,11 +68,11 @@ def deploy_app(settings: Settings, ray_address: str | None = None, serve_config:
     return url
 
 
-def serve_status(settings: Settings, ray_address: str | None = None) -> dict[str, Any]:
+def serve_status(settings: Settings) -> dict[str, Any]:
     """Status of the application: state, deployments with replica counts, and the HTTP address."""
     from ray import serve
 
-    connect(ray_address or settings.ray.address, settings.ray.namespace)
+    _require_ray()
     status = serve.status()
     app = status.applications.get(settings.serve.app_name)
     if app is None:
@@ -95,11 +91,11 @@ def serve_status(settings: Settings, ray_address: str | None = None) -> dict[str
     }
 
 
-def stop_app(settings: Settings, ray_address: str | None = None, shutdown: bool = False) -> None:
+def stop_app(settings: Settings, shutdown: bool = False) -> None:
     """Delete the application; ``shutdown`` also stops Serve (controller and proxies) on the cluster."""
     from ray import serve
 
-    connect(ray_address or settings.ray.address, settings.ray.namespace)
+    _require_ray()
     if shutdown:
         serve.shutdown()
     else:

@@ -181,7 +181,7 @@ def test_alerts_predictions_metrics_status_and_jobs(running: Running) -> None:
         assert checks[part]["healthy"] is True, checks[part]
 
     # A training job through the job API of the head, with the token (docs/operations.md).
-    job = submit_job(stack, state, "python -m train --quick --no-promote --source "
+    job = submit_job(stack, state, "smoke train --quick --no-promote --source "
                                    f"{stack.workdir / 'data' / 'generated' / 'smoke_generated.csv'}")
     assert job["status"] == "SUCCEEDED", job["logs"][-2000:]
     assert "v0002" in [line.strip() for line in job["logs"].splitlines()], job["logs"][-2000:]

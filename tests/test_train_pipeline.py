@@ -123,13 +123,14 @@ def test_sweep_that_cannot_fit_the_cluster_is_refused_up_front(ray_cluster, kagg
     assert time.monotonic() - started < 5  # refused before reading the data
 
 
-def test_python_m_train_quick_and_one_line_failure(kaggle_csv, tmp_path, monkeypatch, capsys, caplog) -> None:
-    from train.__main__ import main
+def test_smoke_train_quick_and_one_line_failure(kaggle_csv, tmp_path, monkeypatch, capsys, caplog) -> None:
+    from cluster.cli import main
 
     monkeypatch.setenv("SMOKE_TRAIN__REGISTRY_DIR", str(tmp_path / "registry"))
-    assert main(["--quick", "--source", str(kaggle_csv)]) == 0
+    monkeypatch.setenv("SMOKE_RAY__RUN_DIR", str(tmp_path / "var"))  # no running stack to attach to
+    assert main(["train", "--quick", "--source", str(kaggle_csv)]) == 0
     assert capsys.readouterr().out.strip() == "v0001"
     caplog.clear()
-    assert main(["--quick", "--source", str(tmp_path / "missing.csv")]) == 1
+    assert main(["train", "--quick", "--source", str(tmp_path / "missing.csv")]) == 1
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "missing.csv does not exist" in errors[0]

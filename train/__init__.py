@@ -8,6 +8,6 @@
 - :mod:`train.evaluate`, :mod:`train.report` — metrics, threshold, time-to-detect, plots, Markdown
 - :mod:`train.drift`     — reference distributions and PSI
 - :mod:`train.registry`  — versioned models and the production alias
-- :mod:`train.pipeline`  — one run end to end (``train_and_register``)
-- :mod:`train.command`   — ``smoke train`` / ``python -m train``
+- :mod:`train.pipeline`  — one run end to end (``train_and_register``; ``smoke train`` calls it)
+- :mod:`train.model_watch` — hot reload: follow a registry reference (stream workers and Serve)
 """

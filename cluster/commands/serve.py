@@ -14,6 +14,8 @@ import os
 import sys
 import time
 
+from cluster.ray_driver import address_of, connect_driver
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="prediction API on Ray Serve")
@@ -47,7 +49,7 @@ def _start(args: argparse.Namespace) -> int:
     from serve.deployment import SERVE_CONFIG, SERVE_ENV, deploy_app
 
     settings = _settings(args)
-    address = args.address or settings.ray.address
+    address = address_of(args.address, settings.ray.address)
     foreground = not address
     if foreground:
         import ray
@@ -57,7 +59,8 @@ def _start(args: argparse.Namespace) -> int:
         # address="local": a Ray of our own, not whatever cluster `ray start` left on this host.
         ray.init(address="local", namespace=settings.ray.namespace, include_dashboard=False, log_to_driver=False)
     try:
-        url = deploy_app(settings, address, args.serve_config or SERVE_CONFIG)
+        connect_driver(address, settings.ray.namespace)
+        url = deploy_app(settings, args.serve_config or SERVE_CONFIG)
     except Exception as err:
         print(f"smoke serve start: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
@@ -78,7 +81,8 @@ def _status(args: argparse.Namespace) -> int:
     from serve.deployment import serve_status
 
     try:
-        status = serve_status(args.settings, args.address)
+        connect_driver(address_of(args.address, args.settings.ray.address), args.settings.ray.namespace)
+        status = serve_status(args.settings)
     except Exception as err:
         print(f"smoke serve status: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
@@ -96,7 +100,8 @@ def _stop(args: argparse.Namespace) -> int:
     from serve.deployment import stop_app
 
     try:
-        stop_app(args.settings, args.address, shutdown=args.all)
+        connect_driver(address_of(args.address, args.settings.ray.address), args.settings.ray.namespace)
+        stop_app(args.settings, shutdown=args.all)
     except Exception as err:
         print(f"smoke serve stop: {type(err).__name__}: {err}", file=sys.stderr)
         return 1

@@ -117,7 +117,7 @@ def print_started(state: StackState, settings) -> None:
     console.print(table)
     console.print(f"Ray token auth is on; clients read the token from {state.token_source}.", highlight=False)
     if state.dashboard_url:
-        console.print(f"Jobs: RAY_AUTH_MODE=token ray job submit --address {state.dashboard_url} -- python -m train "
+        console.print(f"Jobs: RAY_AUTH_MODE=token ray job submit --address {state.dashboard_url} -- smoke train "
                       f"... (docs/operations.md#jobs)", highlight=False, soft_wrap=True)
     console.print(f"State: {state_path(settings)}.  Health: smoke status.  Stop: smoke down.", highlight=False)
 

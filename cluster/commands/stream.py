@@ -5,7 +5,8 @@ the ``ray.namespace`` namespace, so it keeps running after this command exits
 and any later command finds it by name. The Ray address (``--address`` or
 ``ray.address``) and the Kafka bootstrap servers (``--bootstrap-servers``,
 ``kafka.bootstrap_servers`` or ``KAFKA_BOOTSTRAP_SERVERS``) are always explicit.
-For a foreground run (or ``ray job submit``) use ``python -m actors``.
+``smoke stream start --foreground`` stays until interrupted (Ctrl-C, or ``ray job stop``
+when it runs as a Ray job) and then checkpoints and stops the stream.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import argparse
 import json
 import sys
 from typing import Any
+
+from cluster.ray_driver import DriverError, address_of, connect_driver
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common(start)
     start.add_argument("--bootstrap-servers", help="Kafka host:port (default kafka.bootstrap_servers)")
     start.add_argument("--workers", type=int, help="PartitionWorker actors (default stream.workers)")
+    start.add_argument("--foreground", action="store_true",
+                       help="stay, print a status line now and then, checkpoint and stop on Ctrl-C or SIGTERM "
+                            "(for `ray job submit`)")
+    start.add_argument("--status-every", type=float, default=10.0, help="seconds between status lines (foreground)")
+    start.add_argument("--duration", type=float, help="stop after this many seconds (foreground)")
     start.set_defaults(func=_start)
 
     status = sub.add_parser("status", help="workers, partitions, lag, counts")
@@ -58,13 +66,11 @@ def _settings(args: argparse.Namespace):
 
 
 def _connect(args: argparse.Namespace, settings) -> bool:
-    address = args.address or settings.ray.address
-    if not address:
-        print("smoke stream: no Ray address: start the stack with `smoke up` or pass --address", file=sys.stderr)
+    try:
+        connect_driver(address_of(args.address, settings.ray.address), settings.ray.namespace)
+    except DriverError as err:
+        print(f"smoke stream: {err}", file=sys.stderr)
         return False
-    import ray
-
-    ray.init(address=address, namespace=settings.ray.namespace, log_to_driver=False)
     return True
 
 
@@ -91,8 +97,39 @@ def _start(args: argparse.Namespace) -> int:
         print(f"smoke stream start: {err}", file=sys.stderr)
         return 1
     print(f"stream {settings.stream.supervisor_name!r} running in namespace {settings.ray.namespace!r} "
-          f"with {settings.stream.workers} workers on {bootstrap}")
+          f"with {settings.stream.workers} workers on {bootstrap}", flush=True)
+    if args.foreground:
+        _run_in_foreground(settings, args.status_every, args.duration)
     return 0
+
+
+def _run_in_foreground(settings, status_every: float, duration: float | None) -> None:
+    """Status lines until interrupted (a job stop sends SIGTERM), then checkpoint and stop the stream."""
+    import signal
+    import threading
+    import time
+
+    from actors.supervisor import stop_stream, stream_status, total_lag
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    started = time.monotonic()
+    try:
+        while not stop.wait(min(status_every, max(duration - (time.monotonic() - started), 0.0))
+                            if duration is not None else status_every):
+            if duration is not None and time.monotonic() - started >= duration:
+                break
+            status = stream_status(settings) or {}
+            totals = [w.get("totals", {}) for w in status.get("workers", {}).values()]
+            print(f"{time.strftime('%H:%M:%S')} workers {len(totals)}/{status.get('desired')} "
+                  f"processed {sum(t.get('processed', 0) for t in totals)} "
+                  f"rejected {sum(t.get('rejected', 0) for t in totals)} "
+                  f"alerts {sum(t.get('alerts', 0) for t in totals)} lag {total_lag(status)}", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_stream(settings)
+        print("stream stopped (checkpointed)", flush=True)
 
 
 def _status(args: argparse.Namespace) -> int:

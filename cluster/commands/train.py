@@ -1,4 +1,10 @@
-"""``smoke train`` and ``smoke models list|show|promote|rollback``: training runs and the model registry."""
+"""``smoke train`` and ``smoke models list|show|promote|rollback``: training runs and the model registry.
+
+``smoke train`` without ``--quick`` runs the sweep on Ray: ``--address``, else
+``RAY_ADDRESS`` (set inside ``ray job submit``, so ``ray job submit -- smoke train ...``
+trains on that cluster), else ``ray.address``; with none of them a local Ray is started
+for the run and stopped after it. ``--quick`` needs no Ray at all.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,12 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
-from train.command import add_arguments, run
+from cluster.ray_driver import DriverError, address_of, driver_or_local_ray
+from train.dataset import TrainingDataError
+from train.distributed import ResourcesError
+from train.pipeline import FEATURE_SETS, train_and_register
 from train.registry import ModelRegistry, PromotionRefused, RegistryError
 
 log = logging.getLogger("smoke.models")
@@ -15,8 +25,8 @@ log = logging.getLogger("smoke.models")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train, evaluate and register a model (sweep, or --quick)")
-    add_arguments(train)
-    train.set_defaults(func=lambda args: run(args, args.settings))
+    _add_train_arguments(train)
+    train.set_defaults(func=_train)
 
     models = subparsers.add_parser("models", help="the model registry: versions and the production alias")
     sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -32,6 +42,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     promote.set_defaults(func=_promote)
     rollback = sub.add_parser("rollback", help="point production back at the previous production version")
     rollback.set_defaults(func=_rollback)
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", default=None,
+                        help="Kaggle-format CSV file or Parquet lake directory (default: stream.lake_dir)")
+    parser.add_argument("--quick", action="store_true",
+                        help="one LightGBM on point features in this process, no sweep (seconds)")
+    parser.add_argument("--features", choices=sorted(FEATURE_SETS), default="point",
+                        help="point: one reading suffices (what the HTTP API needs); all: adds windowed features")
+    promote = parser.add_mutually_exclusive_group()
+    promote.add_argument("--no-promote", dest="promote", action="store_const", const="never", default="auto",
+                         help="only register; default promotes when there is no production model or the new "
+                              "one beats it on the same test set")
+    promote.add_argument("--force-promote", dest="promote", action="store_const", const="force",
+                         help="make the new version production whatever its metrics")
+    parser.add_argument("--address", default=None, help="Ray address (default RAY_ADDRESS, then ray.address)")
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Train, register, maybe promote; one clear log line on failure."""
+    settings = args.settings
+    source = Path(args.source or settings.stream.lake_dir)
+    try:
+        if args.quick:
+            version = train_and_register(settings, source, quick=True, feature_set=args.features,
+                                         promote=args.promote)
+        else:
+            address = address_of(args.address, settings.ray.address)
+            with driver_or_local_ray(address, settings.ray.namespace):
+                version = train_and_register(settings, source, quick=False, feature_set=args.features,
+                                             promote=args.promote)
+    except (TrainingDataError, ResourcesError, RegistryError, FileNotFoundError, ValueError, DriverError) as err:
+        logging.getLogger("train").error("train failed: %s", err)
+        return 1
+    print(version)
+    return 0
 
 
 def _registry(args: argparse.Namespace) -> ModelRegistry:
