@@ -37,11 +37,11 @@ from cluster.embedded_broker import forget_broker, running_broker, start_detache
 from cluster.initial_model import production_version, train_initial_model
 from cluster.local_ray import RayStartError, ensure_auth_token, start_head, token_source
 from cluster.processes import port_in_use, session_pids, stop_session
-from cluster.progress import StepHandle, Steps
 from cluster.prometheus_config import write_local_config
 from cluster.ray_driver import connect_driver, disconnect_driver
 from cluster.stack_state import StackState, load_state, remove_state, save_state
 from ingest.broker import BrokerError, ensure_topics, stop_pid
+from ingest.progress import StepHandle, Steps
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ from cluster.health import check_alerts, check_broker, recent_alerts
 from cluster.initial_model import GENERATED_CSV, KAGGLE_CSV, training_source
 from cluster.local_ray import RayStartError, check_ports, ensure_auth_token, head_command, with_free_ports
 from cluster.processes import port_in_use, session_pids, stop_session
-from cluster.progress import Steps
 from cluster.prometheus_config import local_config
 from cluster.stack_state import StackState, attach_running_stack, load_state, save_state
+from ingest.progress import Steps
 from ingest.settings import RaySettings, load_settings
 
 

@@ -62,8 +62,8 @@ def _quiet(verbose: bool) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from cluster.progress import Steps
     from cluster.stack import StackError, UpOptions, up, with_stack
+    from ingest.progress import Steps
 
     _quiet(args.verbose)
     options = UpOptions(config_path=args.config, simulate=args.simulate, simulate_seconds=args.simulate_seconds,
@@ -184,8 +184,8 @@ def _alerts(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from cluster.progress import Steps
     from cluster.stack import down
+    from ingest.progress import Steps
 
     _quiet(args.verbose)
     steps = Steps()
