@@ -1,9 +1,14 @@
-"""The detection engine of a partition: detectors per sensor, fusion with hysteresis, alerts.
+"""The detection engine of a partition: one sensor state, features, detectors, fusion, alerts.
 
 The worker calls :meth:`DetectionEngine.process` once per polled batch with the
-validated readings and their features (:func:`train.features.compute_features`),
-and :meth:`DetectionEngine.tick` on a timer. Per batch:
+validated readings, and :meth:`DetectionEngine.tick` on a timer. Every sensor has
+one slot in the engine's table, and every part of its state lives in arrays at
+that slot: the feature history (:class:`train.features.FeatureHistory`), each
+detector's state and each fusion's. Per batch:
 
+0. the sensors are looked up once, and the features of every reading are computed
+   (:func:`train.features.features_for_slots`, the one implementation shared with
+   the batch path);
 1. stateless detectors score the whole batch at once: threshold tiers
    (:mod:`actors.detectors.thresholds`) and the ML fire probability
    (:mod:`actors.detectors.model_probability`);
@@ -23,12 +28,11 @@ engine snapshotted as plain data and restored to give identical output.
 
 >>> import numpy as np
 >>> from ingest.settings import DetectionSettings
->>> from train.features import FeatureState, compute_features
->>> engine, features = DetectionEngine(DetectionSettings(), clock=lambda: 0.0), FeatureState()
+>>> engine = DetectionEngine(DetectionSettings(), clock=lambda: 0.0)
 >>> values = np.tile([21.0, 45.0, 100.0, 400.0, 13000.0, 19900.0, 938.0, 1.0, 1.3, 6.5, 1.3, 0.05], (1, 1))
 >>> def send(t, row):
-...     x = compute_features(features, ["s1"], np.array([t]), row)
-...     return engine.process(["s1"], np.array([t]), row, x, np.array([t]))
+...     features, alerts = engine.process(["s1"], np.array([t]), row, np.array([t]))
+...     return alerts
 >>> quiet = [send(float(t), values * (1 + 0.01 * np.sin(t))) for t in range(100)]
 >>> fire = values.copy(); fire[0, [0, 8, 9, 4]] = [70.0, 3000.0, 9000.0, 12000.0]
 >>> alerts = [a for t in range(100, 105) for a in send(float(t), fire)]
@@ -58,15 +62,17 @@ from actors.detectors.thresholds import ThresholdTiers
 from actors.detectors.zscore import EwmaZScore
 from ingest.schema import MEASUREMENTS
 from ingest.settings import DetectionSettings
-from train.features import FEATURE_NAMES
-from train.slot_table import SlotTable
+from train.features import FeatureHistory, features_for_slots
+from train.slot_table import SlotStateOwner, SlotTable
 
 __all__ = ["AlertEvent", "DetectionEngine", "SnapshotError"]
 
 SENSOR_FORMAT = 1  # one sensor's state: export_sensor / import_sensor (eviction)
-# The whole engine (snapshot / restore), column by column. Format 1 (a per-sensor export of
-# every sensor) is still read, from checkpoints written before format 2.
-SNAPSHOT_FORMAT = 2
+# The whole engine (snapshot / restore), column by column, feature history included. Formats 1
+# (a per-sensor export of every sensor) and 2 (no feature history: it was kept beside the engine)
+# are still read, from checkpoints written before format 3.
+SNAPSHOT_FORMAT = 3
+READABLE_SNAPSHOT_FORMATS = (1, 2, 3)
 
 
 class SnapshotError(ValueError):
@@ -81,6 +87,7 @@ class DetectionEngine:
         self.settings = settings
         self.clock = clock
         self.table = SlotTable(capacity, self._grow)
+        self.features = FeatureHistory(capacity)
         self.thresholds = ThresholdTiers(settings.thresholds, capacity)
         self.zscore = EwmaZScore(settings.zscore, capacity)
         self.rate_of_rise = RateOfRise(settings.rate_of_rise, capacity)
@@ -107,13 +114,17 @@ class DetectionEngine:
     # Processing ----------------------------------------------------------------------------
 
     def process(self, sensor_ids: Sequence[str], timestamps: np.ndarray, values: np.ndarray,
-                features: np.ndarray, arrival_times: np.ndarray) -> list[AlertEvent]:
-        """Alerts raised or cleared by a batch of readings (each sensor's rows in time order)."""
-        timestamps, values, features, arrival_times = _checked(sensor_ids, timestamps, values, features,
-                                                               arrival_times)
+                arrival_times: np.ndarray) -> tuple[np.ndarray, list[AlertEvent]]:
+        """The features of a batch of readings (each sensor's rows in time order) and the alerts it raised or cleared.
+
+        Features come back in input order, shape ``(n, len(FEATURE_NAMES))`` (the lake stores them).
+        """
+        timestamps, values, arrival_times = _checked(sensor_ids, timestamps, values, arrival_times)
+        slots = self.table.lookup(sensor_ids)
+        features = features_for_slots(self.features, slots, timestamps, values)
         if not len(sensor_ids):
-            return []
-        batch = ReadingBatch(self._slots_for(sensor_ids), timestamps, values, features, arrival_times)
+            return features, []
+        batch = ReadingBatch(slots, timestamps, values, features, arrival_times)
         thresholds = self.thresholds.score_batch(batch)
         model = self.model.score_batch(batch)
         particle_size = self.particle_size.score_batch(batch)
@@ -131,7 +142,7 @@ class DetectionEngine:
             self.rate_of_rise.learn_batch(step, rate)
             self.stuck.learn_batch(step, stuck)
             self.silent.learn_batch(step, self.silent.score_batch(step))
-        return alerts
+        return features, alerts
 
     def tick(self, now: float) -> list[AlertEvent]:
         """Raise ``sensor_silent`` for sensors with no reading for ``silent.after_s`` wall-clock seconds."""
@@ -244,9 +255,6 @@ class DetectionEngine:
     def slots(self) -> dict[str, int]:
         return self.table.slots
 
-    def _slots_for(self, sensor_ids: Sequence[str]) -> np.ndarray:
-        return self.table.lookup(sensor_ids)
-
     def _grow(self, capacity: int) -> None:
         for part in self._parts():
             part.resize(capacity)
@@ -254,8 +262,8 @@ class DetectionEngine:
     def _sensor_of(self) -> list[str | None]:
         return self.table.ids
 
-    def _parts(self) -> list[Detector | HysteresisFusion]:
-        return [*self.detectors, *self.fusions.values()]
+    def _parts(self) -> list[SlotStateOwner]:
+        return [self.features, *self.detectors, *self.fusions.values()]
 
     # State: snapshot, eviction --------------------------------------------------------------
 
@@ -264,6 +272,7 @@ class DetectionEngine:
         slot = self._slot(sensor_id)
         return {
             "format": SENSOR_FORMAT,
+            "features": self.features.export_slot(slot),
             "detectors": {d.name: d.export_slot(slot) for d in self.detectors},
             "fusion": {kind: f.export_slot(slot) for kind, f in self.fusions.items()},
         }
@@ -275,6 +284,8 @@ class DetectionEngine:
                                 f"this engine reads {SENSOR_FORMAT}")
         slot = self.table.slot(sensor_id)
         try:
+            if "features" in data:  # absent from sensors evicted before the history joined the engine
+                self.features.import_slot(slot, data["features"])
             for d in self.detectors:
                 d.import_slot(slot, data["detectors"][d.name])
             for kind, f in self.fusions.items():
@@ -301,13 +312,22 @@ class DetectionEngine:
         except KeyError:
             raise KeyError(f"sensor {sensor_id!r} has no detection state here") from None
 
-    def idle_sensors(self, now: float, idle_s: float) -> list[str]:
-        """Sensors whose last reading arrived at least ``idle_s`` wall-clock seconds before ``now``."""
+    def idle_sensors(self, now: float, idle_s: float, *, heard_since: float = -np.inf,
+                     limit: int | None = None) -> list[str]:
+        """Sensors unheard for ``idle_s`` wall-clock seconds before ``now``, the longest idle first.
+
+        A sensor counts as heard at its last arrival, or at ``heard_since`` if that is later
+        (the owner restored the partition then: time without an owner is not idleness).
+        At most ``limit`` of them.
+        """
         if not self.slots:
             return []
         ids = list(self.slots)
         last = self.silent.state["last_arrival"][np.fromiter(self.slots.values(), dtype=np.int64, count=len(ids))]
-        return [ids[i] for i in np.flatnonzero(now - last >= idle_s).tolist()]
+        heard = np.fmax(np.nan_to_num(last, nan=-np.inf), heard_since)
+        idle = np.flatnonzero(now - heard >= idle_s)
+        idle = idle[np.argsort(heard[idle], kind="stable")][:limit]
+        return [ids[i] for i in idle.tolist()]
 
     def snapshot(self) -> dict[str, Any]:
         """All per-sensor state as plain data, sensors in sorted order (deterministic).
@@ -317,17 +337,21 @@ class DetectionEngine:
         sensors = sorted(self.slots)
         slots = np.fromiter((self.slots[s] for s in sensors), dtype=np.int64, count=len(sensors))
         return {"format": SNAPSHOT_FORMAT, "sensors": sensors,
+                "features": self.features.export_slots(slots),
                 "detectors": {d.name: d.export_slots(slots) for d in self.detectors},
                 "fusion": {kind: f.export_slots(slots) for kind, f in self.fusions.items()}}
 
     @classmethod
     def restore(cls, settings: DetectionSettings, snapshot: dict[str, Any], model: Any | None = None, *,
                 clock: Callable[[], float] = time.time) -> DetectionEngine:
-        """An engine continuing from :meth:`snapshot`: the same input then gives the same alerts."""
+        """An engine continuing from :meth:`snapshot`: the same input then gives the same features and alerts.
+
+        Snapshots of formats 1 and 2 carry no feature history; the caller imports it
+        (:meth:`import_feature_history`) from where it was kept then.
+        """
         version = snapshot.get("format")
-        if version not in (SENSOR_FORMAT, SNAPSHOT_FORMAT):
-            raise SnapshotError(f"snapshot format {version!r}, this engine reads {SENSOR_FORMAT} and "
-                                f"{SNAPSHOT_FORMAT}")
+        if version not in READABLE_SNAPSHOT_FORMATS:
+            raise SnapshotError(f"snapshot format {version!r}, this engine reads {READABLE_SNAPSHOT_FORMATS}")
         sensors = snapshot["sensors"]
         capacity = 64
         while capacity < len(sensors):
@@ -337,8 +361,10 @@ class DetectionEngine:
             for sensor_id, data in sensors.items():
                 engine.import_sensor(sensor_id, data)
             return engine
-        slots = engine._slots_for(sensors)
+        slots = engine.table.lookup(sensors)
         try:
+            if "features" in snapshot:
+                engine.features.import_slots(slots, snapshot["features"])
             for d in engine.detectors:
                 d.import_slots(slots, snapshot["detectors"][d.name])
             for kind, f in engine.fusions.items():
@@ -347,6 +373,10 @@ class DetectionEngine:
             raise SnapshotError(f"snapshot does not fit the detection settings (were they changed since it "
                                 f"was saved?): {err!r}") from None
         return engine
+
+    def import_feature_history(self, sensors: Sequence[str], history: dict[str, Any]) -> None:
+        """Feature history of ``sensors`` as checkpoints before format 3 kept it beside the engine."""
+        self.features.import_slots(self.table.lookup(sensors), history)
 
     def nbytes_per_sensor(self) -> float:
         """Bytes of memory per sensor: the per-slot arrays plus the slot table's entry (measured)."""
@@ -361,15 +391,14 @@ class DetectionEngine:
         return len(self.slots)
 
 
-def _checked(sensor_ids: Sequence[str], timestamps: np.ndarray, values: np.ndarray, features: np.ndarray,
-             arrival_times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _checked(sensor_ids: Sequence[str], timestamps: np.ndarray, values: np.ndarray,
+             arrival_times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = len(sensor_ids)
     timestamps = np.asarray(timestamps, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
-    features = np.asarray(features, dtype=np.float64)
     arrival_times = np.asarray(arrival_times, dtype=np.float64)
     expected = {"timestamps": ((n,), timestamps), "values": ((n, len(MEASUREMENTS)), values),
-                "features": ((n, len(FEATURE_NAMES)), features), "arrival_times": ((n,), arrival_times)}
+                "arrival_times": ((n,), arrival_times)}
     for name, (shape, array) in expected.items():
         if array.shape != shape:
             raise ValueError(f"{name} has shape {array.shape}; expected {shape} for {n} sensor ids")
@@ -379,4 +408,4 @@ def _checked(sensor_ids: Sequence[str], timestamps: np.ndarray, values: np.ndarr
             row = int(np.argwhere(bad)[0][0])
             raise ValueError(f"{name} of row {row} (sensor {sensor_ids[row]!r}) is not finite: "
                              "readings must be validated before detection")
-    return timestamps, values, features, arrival_times
+    return timestamps, values, arrival_times

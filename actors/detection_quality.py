@@ -46,7 +46,6 @@ from ingest.incidents import IncidentKind
 from ingest.settings import DetectionSettings, SimulatorSettings, load_settings
 from ingest.simulator import STUCK as STUCK_INCIDENT
 from ingest.simulator import FleetSimulator, Incident
-from train.features import FeatureState, compute_features
 
 FIRE_KINDS = (str(IncidentKind.SMOULDERING), str(IncidentKind.FLAMING), str(IncidentKind.CANDLE),
               str(IncidentKind.GAS))
@@ -173,13 +172,11 @@ def run_simulation(simulator: SimulatorSettings, detection: DetectionSettings, d
                    ) -> tuple[list[AlertEvent], FleetSimulator, int]:
     """Feed the simulator through features and the engine as a worker does; returns alerts, simulator, readings."""
     sim = FleetSimulator(simulator, start_time=start_time)
-    state = FeatureState()
     engine = DetectionEngine(detection, model, clock=lambda: 0.0)
     alerts: list[AlertEvent] = []
     readings = 0
     for batch in sim.batches(batch_size=simulator.sensors, duration_s=duration_s):
-        features = compute_features(state, batch.sensor_ids, batch.timestamps, batch.values)
-        alerts += engine.process(batch.sensor_ids, batch.timestamps, batch.values, features, batch.timestamps)
+        alerts += engine.process(batch.sensor_ids, batch.timestamps, batch.values, batch.timestamps)[1]
         alerts += engine.tick(float(batch.timestamps[-1]))
         readings += len(batch)
     return alerts, sim, readings
@@ -268,11 +265,10 @@ def state_bytes_per_sensor(detection: DetectionSettings, sensors: int = 10_000) 
     stamps = np.full(sensors, 1_700_000_000.0)
     rng = np.random.default_rng(0)
     values = np.abs(rng.normal(100.0, 10.0, (sensors, 12))) + 400.0
-    features = compute_features(FeatureState(capacity=sensors), ids, stamps, values)
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     engine = DetectionEngine(detection, capacity=sensors)
-    engine.process(ids, stamps, values, features, stamps)
+    engine.process(ids, stamps, values, stamps)
     allocated = (tracemalloc.get_traced_memory()[0] - before) / sensors
     tracemalloc.stop()
     return {"sensors": sensors, "estimated_bytes": engine.nbytes_per_sensor(), "allocated_bytes": allocated}

@@ -28,7 +28,8 @@ from typing import Any
 import ray
 
 from actors.broker_watch import BrokerWatch
-from actors.checkpoint import Checkpointer, CheckpointStore
+from actors.checkpoint import Checkpointer
+from actors.checkpoint_store import CheckpointStore
 from actors.detection import DetectionEngine
 from actors.metrics import WorkerMetrics
 from actors.partition_reader import PartitionReader, Records
@@ -253,7 +254,7 @@ class StreamLoop:
             offsets = records.offsets[idx]
             # Arrival = the broker record's timestamp (producer create time): the ingest clock.
             arrival = records.timestamps_ms[idx] / 1000
-            features, alerts = state.process(batch.sensor_ids, batch.timestamps, batch.values, arrival, now,
+            features, alerts = state.process(batch.sensor_ids, batch.timestamps, batch.values, arrival,
                                               self.store)
             self.sinks.lake.add(state.partition, offsets, batch.sensor_ids, batch.timestamps, arrival, features,
                                 time.time())

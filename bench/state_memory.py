@@ -4,9 +4,9 @@
     python -m bench.state_memory --sizes 1000 10000    # fewer sizes
 
 **Ours** is what a PartitionWorker keeps for a partition: :class:`actors.state.PartitionState`
-holding :class:`train.features.FeatureState` (the windowed-feature history) and
-:class:`actors.detection.DetectionEngine` (per-sensor detector and fusion arrays; built
-without a model, which keeps no per-sensor state), made by the worker's own
+holding its :class:`actors.detection.DetectionEngine` (per-sensor feature history, detector and
+fusion arrays on one slot table; built without a model, which keeps no per-sensor state), made by
+the worker's own
 ``engine_factory``. It is fed readings of :class:`ingest.simulator.FleetSimulator`, one per
 sensor per round, for ``--rounds`` rounds (default ``WINDOW``: every sensor's window and
 every detector's arrays hold real values; the z-score's longer warm-up only gates its
@@ -65,7 +65,7 @@ from typing import Any
 import numpy as np
 import pyarrow.fs as pafs
 
-from actors.checkpoint import CheckpointStore
+from actors.checkpoint_store import CheckpointStore
 from actors.state import PartitionState
 from actors.worker import engine_factory
 from bench.machine import load_average, machine_description
@@ -79,7 +79,7 @@ RESULT = ROOT / "bench" / "results" / "state_memory.json"
 SIZES = (1_000, 10_000, 100_000)
 IDLE_SHARE = 0.2  # a fifth of the fleet offline or decommissioned
 T0 = 1_780_000_000.0  # event time of the first reading
-NOW0 = 1_000_000.0  # wall clock of the warm-up rounds (eviction works on wall-clock last_seen)
+NOW0 = 1_000_000.0  # wall clock of the warm-up rounds (eviction reads the wall-clock last arrival)
 TOPIC, PARTITION = "bench-state", 0
 
 
@@ -128,7 +128,8 @@ def wire_ids(sensor_ids: list[str]) -> list[str]:
 
 
 def feed(state: PartitionState, batch: SimBatch, now: float, store: CheckpointStore) -> None:
-    state.process(wire_ids(batch.sensor_ids), batch.timestamps, batch.values, batch.timestamps, now, store)
+    # Arrivals at the wall clock of the round: eviction reads the last arrival.
+    state.process(wire_ids(batch.sensor_ids), batch.timestamps, batch.values, np.full(len(batch), now), store)
 
 
 # The baseline: a hand-written consumer's dict of Python objects --------------------------------
@@ -142,24 +143,23 @@ def baseline_state(state: PartitionState) -> dict[str, dict[str, Any]]:
     Filled sensor by sensor from our arrays, so that few temporaries are alive at once
     (a column-wise fill left the heap fragmented and inflated the baseline's RSS).
     """
-    features, engine = state.features, state.engine
+    engine = state.engine
+    features = engine.features
     # Per detector and fusion kind: its arrays; stateless detectors (thresholds, model) left out.
     detectors = [(d.name, d.state.arrays, tuple(getattr(d, "names", ()))) for d in engine.detectors
                  if d.state.spec]
     fusions = [(kind, f.state.arrays) for kind, f in engine.fusions.items()]
     out: dict[str, dict[str, Any]] = {}
-    for sensor_id, slot in features.slots.items():
-        at = engine.slots[sensor_id]
+    for sensor_id, slot in engine.slots.items():
         record: dict[str, Any] = {
             "recent": deque(map(tuple, features.history[slot].tolist()), maxlen=WINDOW - 1),
             "last_timestamp": float(features.last_timestamp[slot]),
             "count": int(features.count[slot]),
             "ewma": dict(zip(WINDOWED_SIGNALS, features.ewma[slot].tolist(), strict=True)),
-            "last_seen": state.last_seen[sensor_id],
         }
         for name, arrays, names in detectors:
-            record[name] = {field: _keyed(array[at].tolist(), names) for field, array in arrays.items()}
-        record["fusion"] = {kind: {field: array[at].item() for field, array in arrays.items()}
+            record[name] = {field: _keyed(array[slot].tolist(), names) for field, array in arrays.items()}
+        record["fusion"] = {kind: {field: array[slot].item() for field, array in arrays.items()}
                             for kind, arrays in fusions}
         out[sensor_id.encode().decode()] = record
     return out
@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         "setup": {
             "machine": machine_description(),
             "load_average_at_start": load_average(),
-            "ours": "actors.state.PartitionState: train.features.FeatureState + actors.detection.DetectionEngine "
+            "ours": "actors.state.PartitionState: actors.detection.DetectionEngine with its feature history "
                     "(engine_factory of the worker, no model), one partition",
             "baseline": "dict sensor_id -> dict: deque(maxlen=WINDOW-1) of tuples of the windowed signals, dicts "
                         "of floats keyed by signal name, fusion fields; same content; checkpoint = pickle of it",

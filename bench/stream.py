@@ -153,7 +153,7 @@ def run_stream(settings, items_or_none, rate: float | None, expect: int, timeout
 
 
 def state_bytes(settings, sensors: int) -> dict[str, float]:
-    from actors.checkpoint import CheckpointStore
+    from actors.checkpoint_store import CheckpointStore
     from actors.state import PartitionState
     from actors.worker import engine_factory
     from ingest.validation import validate_messages
@@ -165,7 +165,7 @@ def state_bytes(settings, sensors: int) -> dict[str, float]:
     before = tracemalloc.get_traced_memory()[0]
     state = PartitionState("bench", 0, engine_factory(settings, None)(None))
     for b in batches:
-        state.process(b.sensor_ids, b.timestamps, b.values, b.timestamps, 0.0, store)
+        state.process(b.sensor_ids, b.timestamps, b.values, b.timestamps, store)
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     snapshot = pickle.dumps(state.snapshot(), protocol=5)

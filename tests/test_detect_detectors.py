@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from actors.detectors.base import ReadingBatch, SlotArrays, steps
+from actors.detectors.base import ReadingBatch, steps
 from actors.detectors.fusion import HysteresisFusion, fire_evidence
 from actors.detectors.model_probability import ModelProbability
 from actors.detectors.particle_size import ParticleSize
@@ -31,6 +31,7 @@ from ingest.settings import (
     load_settings,
 )
 from train.features import FEATURE_NAMES
+from train.slot_table import SlotArrays
 
 M = {name: j for j, name in enumerate(MEASUREMENTS)}
 F = {name: j for j, name in enumerate(FEATURE_NAMES)}

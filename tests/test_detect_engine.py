@@ -51,7 +51,6 @@ class Fleet:
     def __init__(self, sensors: list[str], seed: int = 0) -> None:
         self.sensors = sensors
         self.rng = np.random.default_rng(seed)
-        self.features = FeatureState()
 
     def values(self, t: float, effect: Effect | None) -> np.ndarray:
         n = len(self.sensors)
@@ -77,8 +76,7 @@ class Fleet:
             ids = self.sensors if only is None else only
             rows = [self.sensors.index(s) for s in ids]
             stamps = np.full(len(ids), t)
-            x = compute_features(self.features, ids, stamps, values[rows])
-            alerts += engine.process(ids, stamps, values[rows], x, stamps)
+            alerts += engine.process(ids, stamps, values[rows], stamps)[1]
         return alerts
 
 
@@ -152,10 +150,9 @@ def test_evict_and_import_round_trip_continues_as_if_never_evicted():
     data = moved.evict("s0")
     assert "s0" not in moved.slots and "s0" not in moved.idle_sensors(T0 + 1e6, 1.0)
     # The freed slot goes to a new sensor, which starts from scratch (nothing leaks from s0).
-    moved.process(["new"], np.array([T0 + 150.0]), BASE[None, :],
-                  compute_features(FeatureState(), ["new"], np.array([T0 + 150.0]), BASE[None, :]),
-                  np.array([T0 + 150.0]))
+    moved.process(["new"], np.array([T0 + 150.0]), BASE[None, :], np.array([T0 + 150.0]))
     assert moved.export_sensor("new")["detectors"]["zscore"]["count"] == 1
+    assert moved.export_sensor("new")["features"]["count"] == 1
     moved.import_sensor("s0", json.loads(json.dumps(data)))
     expected = summary(fleet.run(kept, T0 + 150, 150, effect))
     assert [x[2] for x in expected] == ["cleared"]
@@ -203,8 +200,7 @@ def test_stuck_sensor_raises_once_and_clears_when_the_value_moves():
             frozen_h2 = values[1, 4] if frozen_h2 is None else frozen_h2
             values[1, 4] = frozen_h2
         stamps = np.full(2, t)
-        x = compute_features(fleet.features, fleet.sensors, stamps, values)
-        alerts += eng.process(fleet.sensors, stamps, values, x, stamps)
+        alerts += eng.process(fleet.sensors, stamps, values, stamps)[1]
     assert [(a.sensor_id, a.kind, a.state) for a in alerts] == [
         ("frozen", "sensor_stuck", "raised"), ("frozen", "sensor_stuck", "cleared")]
     assert alerts[0].event_time == T0 + 29 and alerts[1].event_time == T0 + 60
@@ -238,17 +234,17 @@ def test_real_registry_model_is_used_and_hot_switched(tmp_path):
 
 def test_bad_input_is_an_error_not_a_guess():
     eng, n = engine(), 2
-    good = (["a", "b"], np.array([T0, T0]), np.tile(BASE, (n, 1)), np.zeros((n, len(FEATURE_NAMES))),
-            np.array([T0, T0]))
+    good = (["a", "b"], np.array([T0, T0]), np.tile(BASE, (n, 1)), np.array([T0, T0]))
     with pytest.raises(ValueError, match="values has shape"):
-        eng.process(good[0], good[1], good[2][:, :11], good[3], good[4])
-    with pytest.raises(ValueError, match="features has shape"):
-        eng.process(good[0], good[1], good[2], good[3][:1], good[4])
+        eng.process(good[0], good[1], good[2][:, :11], good[3])
+    with pytest.raises(ValueError, match="arrival_times has shape"):
+        eng.process(good[0], good[1], good[2], good[3][:1])
     nan = good[2].copy()
     nan[1, 3] = np.nan
     with pytest.raises(ValueError, match=r"row 1 .*'b'.* not finite"):
-        eng.process(good[0], good[1], nan, good[3], good[4])
-    assert eng.process([], np.empty(0), np.empty((0, 12)), np.empty((0, len(FEATURE_NAMES))), np.empty(0)) == []
+        eng.process(good[0], good[1], nan, good[3])
+    features, alerts = eng.process([], np.empty(0), np.empty((0, 12)), np.empty(0))
+    assert alerts == [] and features.shape == (0, len(FEATURE_NAMES))
 
 
 def test_alert_message_is_json_with_rfc3339_and_epoch_times():

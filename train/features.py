@@ -9,11 +9,13 @@ Two kinds of features:
   change since the previous reading, its rate per second, the rolling mean and
   spread over the last ``WINDOW`` readings, and an EWMA.
 
-:func:`compute_features` is the only implementation. It takes a batch of readings
-of many sensors plus a :class:`FeatureState` (the history carried between
-batches) and returns the feature matrix, updating the state. The stream calls it
-once per polled batch with its long-lived state; the batch path calls it once
-per sensor with a fresh state. Because windows are built from the carried
+:func:`features_for_slots` is the only implementation. It takes a batch of
+readings of many sensors (by slot) plus a :class:`FeatureHistory` (what is carried
+between batches) and returns the feature matrix, updating the history. The stream's
+engine calls it once per polled batch with its long-lived history, on the slot
+table it shares with its detectors; the batch path calls :func:`compute_features`
+(sensor ids, a :class:`FeatureState` with its own table) once per sensor with a
+fresh state. Because windows are built from the carried
 history, splitting a sequence into batches gives the same numbers (the parity
 test checks this).
 
@@ -33,12 +35,11 @@ test checks this).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import numpy as np
 
 from ingest.schema import LEAKY_COLUMNS, MEASUREMENTS
-from train.slot_table import SlotTable
+from train.slot_table import SlotArrays, SlotStateOwner, SlotTable
 
 # Bump when any definition below changes: models record it and refuse a mismatch.
 FEATURE_VERSION = 1
@@ -110,20 +111,53 @@ def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-class FeatureState:
-    """History of many sensors for the windowed features, as arrays indexed by slot.
+class FeatureHistory(SlotStateOwner):
+    """What the windowed features carry between batches, per sensor slot.
 
-    Per sensor: the last ``WINDOW - 1`` values of each windowed signal (NaN where
-    there were fewer readings), the last timestamp, the EWMA and a count.
+    Per slot: the last ``WINDOW - 1`` values of each windowed signal (NaN where there
+    were fewer readings), the last timestamp, the EWMA and a count. It is a slot-state
+    part like the detectors' (resize, reset, export, import by slot), so the stream's
+    :class:`actors.detection.DetectionEngine` keeps it on its one slot table beside
+    them; the batch path wraps it in a :class:`FeatureState`.
     """
 
     def __init__(self, capacity: int = 64) -> None:
-        self.table = SlotTable(capacity, self._grow)
         k = len(WINDOWED_SIGNALS)
-        self.history = np.full((capacity, WINDOW - 1, k), np.nan)
-        self.last_timestamp = np.full(capacity, np.nan)
-        self.ewma = np.full((capacity, k), np.nan)
-        self.count = np.zeros(capacity, dtype=np.int64)
+        self.state = SlotArrays({
+            "history": ((WINDOW - 1, k), np.float64, np.nan),
+            "last_timestamp": ((), np.float64, np.nan),
+            "ewma": ((k,), np.float64, np.nan),
+            "count": ((), np.int64, 0),
+        }, capacity)
+
+    @property
+    def history(self) -> np.ndarray:
+        return self.state["history"]
+
+    @property
+    def last_timestamp(self) -> np.ndarray:
+        return self.state["last_timestamp"]
+
+    @property
+    def ewma(self) -> np.ndarray:
+        return self.state["ewma"]
+
+    @property
+    def count(self) -> np.ndarray:
+        return self.state["count"]
+
+
+class FeatureState(FeatureHistory):
+    """A feature history with its own slot table: for callers that keep no other per-sensor state.
+
+    The batch path (one fresh state per sensor), tests and offline tools use it; the
+    stream's engine keeps a bare :class:`FeatureHistory` on the table it shares with
+    its detectors.
+    """
+
+    def __init__(self, capacity: int = 64) -> None:
+        super().__init__(capacity)
+        self.table = SlotTable(capacity, self.resize)
 
     @property
     def slots(self) -> dict[str, int]:
@@ -132,66 +166,22 @@ class FeatureState:
     def __len__(self) -> int:
         return len(self.table)
 
-    def slots_for(self, sensor_ids: Sequence[str]) -> np.ndarray:
-        """Slot of each sensor, allocating slots for new ones."""
-        return self.table.lookup(sensor_ids)
 
-    def _grow(self, capacity: int) -> None:
-        self.history = _resized(self.history, capacity, np.nan)
-        self.last_timestamp = _resized(self.last_timestamp, capacity, np.nan)
-        self.ewma = _resized(self.ewma, capacity, np.nan)
-        self.count = _resized(self.count, capacity, 0)
-
-    def export(self, sensor_id: str) -> dict[str, Any]:
-        """One sensor's state as plain data (for snapshots and eviction)."""
-        slot = self.slots[sensor_id]
-        return {
-            "history": self.history[slot].tolist(),
-            "last_timestamp": float(self.last_timestamp[slot]),
-            "ewma": self.ewma[slot].tolist(),
-            "count": int(self.count[slot]),
-        }
-
-    def restore(self, sensor_id: str, data: dict[str, Any]) -> None:
-        slot = self.table.slot(sensor_id)
-        self.history[slot] = data["history"]
-        self.last_timestamp[slot] = data["last_timestamp"]
-        self.ewma[slot] = data["ewma"]
-        self.count[slot] = data["count"]
-
-    def evict(self, sensor_id: str) -> dict[str, Any]:
-        data = self.export(sensor_id)
-        slot = self.table.release(sensor_id)
-        self.history[slot] = np.nan
-        self.last_timestamp[slot] = np.nan
-        self.ewma[slot] = np.nan
-        self.count[slot] = 0
-        return data
-
-    def nbytes_per_sensor(self) -> int:
-        return (self.history[0].nbytes + self.ewma[0].nbytes
-                + self.last_timestamp.itemsize + self.count.itemsize)
+def compute_features(state: FeatureState, sensor_ids: Sequence[str], timestamps: np.ndarray,
+                     values: np.ndarray) -> np.ndarray:
+    """:func:`features_for_slots` for sensor ids, on a state with its own slot table."""
+    return features_for_slots(state, state.table.lookup(sensor_ids), timestamps, values)
 
 
-def _resized(array: np.ndarray, capacity: int, fill: float) -> np.ndarray:
-    out = np.full((capacity, *array.shape[1:]), fill, dtype=array.dtype)
-    out[: len(array)] = array
-    return out
+def features_for_slots(state: FeatureHistory, slots: np.ndarray, timestamps: np.ndarray,
+                       values: np.ndarray) -> np.ndarray:
+    """Features of a batch of readings (each slot's rows in time order); updates ``state``.
 
-
-def compute_features(
-    state: FeatureState,
-    sensor_ids: Sequence[str],
-    timestamps: np.ndarray,
-    values: np.ndarray,
-) -> np.ndarray:
-    """Features of a batch of readings (each sensor's rows in time order); updates ``state``.
-
-    Returns an array of shape ``(n, len(FEATURE_NAMES))`` in input row order.
-    Windowed features are NaN where history is too short (the first reading of a
-    sensor has no delta), never zero.
+    ``slots[i]`` is the sensor slot of row i. Returns an array of shape
+    ``(n, len(FEATURE_NAMES))`` in input row order. Windowed features are NaN where
+    history is too short (the first reading of a sensor has no delta), never zero.
     """
-    n = len(sensor_ids)
+    n = len(slots)
     values = np.asarray(values, dtype=np.float64)
     timestamps = np.asarray(timestamps, dtype=np.float64)
     out = np.empty((n, len(FEATURE_NAMES)))
@@ -199,7 +189,7 @@ def compute_features(
     if n == 0:
         return out
 
-    slots = state.slots_for(sensor_ids)
+    slots = np.asarray(slots, dtype=np.int64)
     # Group rows by sensor, keeping each sensor's rows in input (time) order.
     order = np.argsort(slots, kind="stable")
     sorted_slots = slots[order]

@@ -7,8 +7,8 @@ A detector is a small class in the spirit of River's ``score_one`` /
   and changes nothing;
 - :meth:`Detector.learn_batch` folds the readings into the per-sensor state.
 
-Per-sensor state lives in :class:`SlotArrays`: one numpy array per quantity,
-indexed by a sensor's slot (like :class:`train.features.FeatureState`), so a
+Per-sensor state lives in :class:`train.slot_table.SlotArrays`: one numpy array
+per quantity, indexed by a sensor's slot (like the feature history), so a
 batch costs a few array operations whatever the number of sensors. A detector
 with ``sequential = True`` needs each sensor's readings in time order and gets
 batches that hold at most one reading per sensor (the engine splits a polled
@@ -19,10 +19,6 @@ observed value, the threshold and their *ratio* (>= 1 fires; NaN means no
 opinion, e.g. during warm-up). Each column belongs to an evidence *group*
 (``particles``, ``gas``, ``heat``, ``model``, ``critical`` ...) that fusion combines.
 
->>> arrays = SlotArrays({"count": ((), np.int64, 0), "last": ((2,), np.float64, np.nan)}, capacity=2)
->>> arrays.resize(4); arrays["count"][3] = 7
->>> arrays.export_slot(3)
-{'count': 7, 'last': [nan, nan]}
 >>> [rows.tolist() for rows in steps(np.array([5, 2, 5, 5]))]
 [[0, 1], [2], [3]]
 """
@@ -35,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from train.slot_table import SlotArrays, SlotStateOwner
 
 
 @dataclass
@@ -73,96 +71,6 @@ class Scores:
 
     def take(self, rows: np.ndarray) -> Scores:
         return Scores(self.names, self.groups, self.observed[rows], self.threshold, self.ratio[rows], self.absolute)
-
-
-class SlotArrays:
-    """Named per-slot arrays: ``spec[name] = (shape of one slot, dtype, fill value of an empty slot)``."""
-
-    def __init__(self, spec: dict[str, tuple[tuple[int, ...], Any, Any]], capacity: int = 64) -> None:
-        self.spec = spec
-        self.arrays: dict[str, np.ndarray] = {
-            name: np.full((capacity, *shape), fill, dtype=dtype) for name, (shape, dtype, fill) in spec.items()}
-        self.capacity = capacity
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self.arrays[name]
-
-    def resize(self, capacity: int) -> None:
-        """Grow to ``capacity`` slots (new slots hold the fill values)."""
-        if capacity <= self.capacity:
-            return
-        for name, (shape, dtype, fill) in self.spec.items():
-            grown = np.full((capacity, *shape), fill, dtype=dtype)
-            grown[: self.capacity] = self.arrays[name]
-            self.arrays[name] = grown
-        self.capacity = capacity
-
-    def reset_slot(self, slot: int) -> None:
-        for name, (_shape, _dtype, fill) in self.spec.items():
-            self.arrays[name][slot] = fill
-
-    def export_slot(self, slot: int) -> dict[str, Any]:
-        """One slot as plain Python data (lists, floats, ints, bools)."""
-        return {name: self.arrays[name][slot].tolist() for name in self.spec}
-
-    def export_slots(self, slots: np.ndarray) -> dict[str, list]:
-        """Many slots as plain Python data, one list per quantity (item i belongs to ``slots[i]``).
-
-        One fancy index and one ``tolist`` per quantity: a partition's snapshot costs about
-        1 ms per 1,000 sensors instead of 24 ms slot by slot (it runs on the stream's loop thread).
-        """
-        return {name: self.arrays[name][slots].tolist() for name in self.spec}
-
-    def import_slots(self, slots: np.ndarray, data: dict[str, Any]) -> None:
-        """Load what :meth:`export_slots` gave for the same number of slots."""
-        missing = set(self.spec) - set(data)
-        if missing:
-            raise ValueError(f"detector state is missing {sorted(missing)}")
-        for name, (shape, dtype, _fill) in self.spec.items():
-            value = np.asarray(data[name], dtype=dtype)
-            if value.shape != (len(slots), *shape):
-                raise ValueError(f"detector state {name!r} has shape {value.shape}, expected {(len(slots), *shape)}")
-            self.arrays[name][slots] = value
-
-    def import_slot(self, slot: int, data: dict[str, Any]) -> None:
-        missing = set(self.spec) - set(data)
-        if missing:
-            raise ValueError(f"detector state is missing {sorted(missing)}")
-        for name, (shape, dtype, _fill) in self.spec.items():
-            value = np.asarray(data[name], dtype=dtype)
-            if value.shape != shape:
-                raise ValueError(f"detector state {name!r} has shape {value.shape}, expected {shape}")
-            self.arrays[name][slot] = value
-
-    def nbytes_per_slot(self) -> int:
-        return sum(a.itemsize * int(np.prod(a.shape[1:], dtype=np.int64)) for a in self.arrays.values())
-
-
-class SlotStateOwner:
-    """Per-sensor state kept in :class:`SlotArrays`, for the engine's slot table, snapshots and eviction."""
-
-    state: SlotArrays
-
-    def resize(self, capacity: int) -> None:
-        self.state.resize(capacity)
-
-    def reset_slot(self, slot: int) -> None:
-        self.state.reset_slot(slot)
-
-    def export_slot(self, slot: int) -> dict[str, Any]:
-        return self.state.export_slot(slot)
-
-    def import_slot(self, slot: int, data: dict[str, Any]) -> None:
-        self.state.import_slot(slot, data)
-
-    def export_slots(self, slots: np.ndarray) -> dict[str, list]:
-        return self.state.export_slots(slots)
-
-    def import_slots(self, slots: np.ndarray, data: dict[str, Any]) -> None:
-        self.state.import_slots(slots, data)
-
-    def nbytes_per_slot(self) -> int:
-        return self.state.nbytes_per_slot()
 
 
 class Detector(SlotStateOwner, ABC):

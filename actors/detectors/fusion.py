@@ -38,8 +38,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actors.detectors.base import Scores, SlotArrays, SlotStateOwner
+from actors.detectors.base import Scores
 from ingest.settings import FusionSettings
+from train.slot_table import SlotArrays, SlotStateOwner
 
 FIRE_CHANNELS: tuple[str, ...] = ("particles", "gas", "heat", "model")
 CRITICAL = "critical"
