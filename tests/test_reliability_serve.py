@@ -38,10 +38,10 @@ pytestmark = pytest.mark.integration
 
 
 # First in the module: it runs before ``two_replicas`` deploys on the session's cluster, so the
-# two Rays do not hold replicas at the same time on the 2-core machine.
-@pytest.mark.full
+# two Rays do not hold replicas at the same time on the 2-core machine. In the default suite:
+# HAProxy is the ingress `smoke up`, compose and `ray up` deploy.
 def test_replica_killed_behind_haproxy(reliability_record, tmp_path):
-    # The ingress `smoke up` runs (HAProxy, serve.deployment.SERVE_ENV) needs a Ray of its own.
+    # The ingress (HAProxy, serve.deployment.SERVE_ENV) is read by Serve's controller at start: a Ray of its own.
     scenario = SHORT
     out = tmp_path / "kill.json"
     proc = subprocess.run(
@@ -135,7 +135,9 @@ def check_and_record(outcomes: list[Outcome], kills: list[tuple[float, float, st
     assert figures["requests"] > 50 * len(kills)
 
 
+@pytest.mark.full
 def test_replica_killed_under_load_is_replaced_and_traffic_recovers(two_replicas, reliability_record):
+    """The same scenario behind Serve's own proxy (what `serve deploy` on a plain Ray cluster runs)."""
     outcomes, kills = run_kills(two_replicas, SHORT)
     check_and_record(outcomes, kills, SHORT, reliability_record, "serve_replica_kill")
 
