@@ -4,22 +4,36 @@ Every command calls :func:`load_settings` at start-up and passes the result (or
 the section it needs) down; nothing reads the YAML or the environment later.
 
 Environment overrides use ``SMOKE_<SECTION>__<KEY>`` (nested keys joined by
-``__``), for example ``SMOKE_STREAM__WORKERS=4``; the value is parsed as YAML,
-so ``4`` is a number and ``[a, b]`` a list. ``KAFKA_BOOTSTRAP_SERVERS`` is also
-honoured: when set, the embedded broker is not started.
+``__``), for example ``SMOKE_STREAM__WORKERS=4``. The text is read as the type of
+the setting it overrides: a string stays a string (``SMOKE_SERVE__API_KEYS=0123``
+is the key ``0123``, ``SMOKE_KAFKA__TOPIC=no`` the topic ``no``), a number or a
+boolean is converted by the setting's own validation, a list of strings may be
+comma-separated, and only structured settings (mappings, lists of sections) are
+parsed as YAML/JSON; an empty value means "not set" (None). An override naming
+no setting is an error. ``KAFKA_BOOTSTRAP_SERVERS`` is also honoured: when set,
+the embedded broker is not started. ``--config`` naming a file that does not
+exist is an error; without it, a missing ``configs/pipeline.yaml`` means defaults.
 
->>> s = load_settings(environ={"SMOKE_KAFKA__PARTITIONS": "4"})
->>> s.kafka.partitions
-4
+>>> s = load_settings(environ={"SMOKE_KAFKA__PARTITIONS": "4", "SMOKE_SERVE__API_KEYS": "0123,k2"})
+>>> s.kafka.partitions, s.serve.api_keys
+(4, ['0123', 'k2'])
+>>> load_settings(environ={"SMOKE_KAFKA__TOPIC": "no"}).kafka.topic
+'no'
+>>> load_settings(environ={"SMOKE_KAFKA__TOPICS": "x"})
+Traceback (most recent call last):
+...
+ingest.settings.SettingsError: SMOKE_KAFKA__TOPICS: kafka has no setting 'topics'
 >>> load_settings(environ={"SMOKE_KAFKA__PARTITIONS": "-1"})
 Traceback (most recent call last):
 ...
-ingest.settings.SettingsError: kafka.partitions: Input should be greater than or equal to 1 (got -1)
+ingest.settings.SettingsError: kafka.partitions: Input should be greater than or equal to 1 (got '-1')
 """
 
 from __future__ import annotations
 
 import os
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -372,6 +386,8 @@ class SettingsError(ValueError):
 def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read the YAML (default ``configs/pipeline.yaml``), apply environment overrides, validate."""
     environ = os.environ if environ is None else environ
+    if path is not None and not Path(path).is_file():
+        raise SettingsError(f"{path}: no such settings file")
     path = Path(path) if path is not None else DEFAULT_CONFIG
     try:
         raw = yaml.safe_load(path.read_text()) if path.exists() else {}
@@ -383,7 +399,7 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
     for key, value in environ.items():
         if key.startswith(ENV_PREFIX) and "__" in key:
             parts = key[len(ENV_PREFIX):].lower().split("__")
-            _set_nested(data, parts, yaml.safe_load(value) if value != "" else None)
+            _set_nested(data, parts, _override_value(key, parts, value))
     if environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         data.setdefault("kafka", {})["bootstrap_servers"] = environ["KAFKA_BOOTSTRAP_SERVERS"]
     try:
@@ -393,6 +409,50 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         where = ".".join(str(p) for p in first["loc"])
         got = f" (got {first['input']!r})" if "input" in first and not isinstance(first["input"], dict) else ""
         raise SettingsError(f"{where}: {first['msg']}{got}") from None
+
+
+def _override_value(name: str, parts: list[str], text: str) -> Any:
+    """An environment override as the setting it names expects it (see the module docstring)."""
+    if text == "":
+        return None
+    annotation: Any = Settings
+    for depth, part in enumerate(parts):
+        model = _model_of(annotation)
+        if model is not None:
+            field = model.model_fields.get(part)
+            if field is None:
+                if depth == 0:
+                    raise SettingsError(f"{name}: no settings section {part!r} (sections: "
+                                        f"{', '.join(Settings.model_fields)})")
+                raise SettingsError(f"{name}: {'.'.join(parts[:depth])} has no setting {part!r}")
+            annotation = field.annotation
+        elif typing.get_origin(_optional_of(annotation)) is dict:
+            annotation = typing.get_args(_optional_of(annotation))[1]  # a key of a mapping setting
+        else:
+            raise SettingsError(f"{name}: {'.'.join(parts[:depth])} is not a section")
+    target = _optional_of(annotation)
+    origin = typing.get_origin(target)
+    structured = _model_of(target) is not None or origin is dict or (
+        origin is list and typing.get_args(target)[:1] != (str,))
+    if structured or (origin is list and text.lstrip().startswith("[")):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise SettingsError(f"{name}: not valid YAML/JSON for {'.'.join(parts)}: {err}") from None
+    return text  # strings stay strings; numbers and booleans are converted by validation
+
+
+def _optional_of(annotation: Any) -> Any:
+    """``X`` of ``X | None`` (other annotations unchanged)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    target = _optional_of(annotation)
+    return target if isinstance(target, type) and issubclass(target, BaseModel) else None
 
 
 def _set_nested(data: dict[str, Any], parts: list[str], value: Any) -> None:

@@ -82,3 +82,40 @@ def test_the_shipped_settings_file_states_choices_not_defaults():
 
     data = yaml.safe_load(DEFAULT_CONFIG.read_text()) or {}
     assert restated(data, load_settings(DEFAULT_CONFIG, environ={}), Settings(), "") == []
+
+
+def test_environment_overrides_are_read_as_the_type_of_their_setting():
+    s = load_settings(environ={
+        "SMOKE_SERVE__API_KEYS": "0123",          # YAML 1.1 read this as the number 83
+        "SMOKE_KAFKA__TOPIC": "no",               # ... and this as False
+        "SMOKE_KAFKA__GROUP_ID": "1e3",
+        "SMOKE_STREAM__WORKERS": "3",
+        "SMOKE_DETECTION__FUSION__STEAM_VETO": "false",
+        "SMOKE_RAY__NUM_CPUS": "",               # empty: not set
+        "SMOKE_SERVE__CORS_ORIGINS": '["https://a.example", "https://b.example"]',
+        "SMOKE_DETECTION__THRESHOLDS__LEVELS": "{temperature_c: {warning: 40, critical: 60}}",
+    })
+    assert s.serve.api_keys == ["0123"] and s.kafka.topic == "no" and s.kafka.group_id == "1e3"
+    assert s.stream.workers == 3 and s.detection.fusion.steam_veto is False and s.ray.num_cpus is None
+    assert s.serve.cors_origins == ["https://a.example", "https://b.example"]
+    assert s.detection.thresholds.levels["temperature_c"].critical == 60.0
+
+
+def test_an_override_naming_no_setting_is_an_error_naming_it():
+    with pytest.raises(SettingsError, match="SMOKE_STREAM__WORKER: stream has no setting 'worker'"):
+        load_settings(environ={"SMOKE_STREAM__WORKER": "3"})
+    with pytest.raises(SettingsError, match="SMOKE_NOPE__X: no settings section 'nope'"):
+        load_settings(environ={"SMOKE_NOPE__X": "1"})
+    with pytest.raises(SettingsError, match="stream.workers: Input should be a valid integer"):
+        load_settings(environ={"SMOKE_STREAM__WORKERS": "many"})
+
+
+def test_a_missing_config_file_is_an_error_not_the_defaults(tmp_path):
+    import subprocess
+    import sys
+
+    with pytest.raises(SettingsError, match="no such settings file"):
+        load_settings(tmp_path / "nope.yaml", environ={})
+    run = subprocess.run([sys.executable, "-m", "cluster.cli", "--config", str(tmp_path / "nope.yaml"), "status"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "nope.yaml: no such settings file" in run.stderr
