@@ -106,7 +106,7 @@ def test_an_override_naming_no_setting_is_an_error_naming_it():
         load_settings(environ={"SMOKE_STREAM__WORKER": "3"})
     with pytest.raises(SettingsError, match="SMOKE_NOPE__X: no settings section 'nope'"):
         load_settings(environ={"SMOKE_NOPE__X": "1"})
-    with pytest.raises(SettingsError, match="stream.workers: Input should be a valid integer"):
+    with pytest.raises(SettingsError, match=r"stream\.workers: Input should be a valid integer"):
         load_settings(environ={"SMOKE_STREAM__WORKERS": "many"})
 
 
