@@ -141,8 +141,15 @@ class ServeSettings(Section):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="request body limit; more is 413")
     cors_origins: list[str] = []
     api_keys: list[str] = Field([], description="accepted API keys; empty disables auth")
-    rate_limit_per_minute: int = Field(0, ge=0, description="per API key; 0 disables")
+    rate_limit_per_minute: int = Field(0, ge=0, description="per API key (per client address when auth is "
+                                                            "off); 0 disables")
     rate_limit_burst: int = Field(0, ge=0, description="bucket size; 0 means rate_limit_per_minute")
+    rate_limit_max_keys: int = Field(100_000, ge=1, description="rate-limit buckets a replica keeps at most "
+                                                                "(least recently used forgotten first)")
+    trusted_proxies: list[str] = Field(
+        [], description="addresses of proxies in front of Serve that set X-Forwarded-For themselves: with auth "
+                        "off, the rate limit's client address is then read from that header; without them, "
+                        "requests carrying the header share one bucket (a client could write it itself)")
     batch_max_size: int = Field(64, ge=1, description="@serve.batch size behind /predict")
     batch_wait_timeout_s: float = Field(0.0, ge=0, description="wait for a fuller batch; 0 takes what is queued")
     reload_poll_s: float = Field(2.0, gt=0, description="how often replicas read the production alias")
@@ -150,7 +157,7 @@ class ServeSettings(Section):
         [], description="A/B split by sensor_id hash; empty serves the production alias alone")
     shadow: str | None = Field(None, description="registry reference scored and counted but never returned")
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         # SMOKE_SERVE__API_KEYS=k1,k2 arrives as one YAML string; a list stays a list.

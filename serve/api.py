@@ -58,9 +58,10 @@ def create_api(backend: Backend) -> FastAPI:
     install_error_handlers(app, retry_after_s=settings.reload_poll_s)
     # Order matters: the guard runs inside CORS so that 401/429 answers still carry CORS headers.
     if settings.api_keys or settings.rate_limit_per_minute:
-        limiter = (RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
-                   if settings.rate_limit_per_minute else None)
-        app.add_middleware(ApiGuard, api_keys=settings.api_keys, limiter=limiter)
+        limiter = (RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst,
+                               max_keys=settings.rate_limit_max_keys) if settings.rate_limit_per_minute else None)
+        app.add_middleware(ApiGuard, api_keys=settings.api_keys, limiter=limiter,
+                           trusted_proxies=settings.trusted_proxies)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "X-API-Key", "Authorization"])

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 import orjson
 
-from serve.rate_limit import RateLimiter
+from serve.rate_limit import RateLimiter, bucket_key
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +33,12 @@ class ApiGuard:
     """ASGI middleware: authenticate (when keys are set), then rate-limit (when a limit is set)."""
 
     def __init__(self, app, api_keys: Iterable[str] = (), limiter: RateLimiter | None = None,
-                 open_paths: frozenset[str] = OPEN_PATHS) -> None:
+                 open_paths: frozenset[str] = OPEN_PATHS, trusted_proxies: Iterable[str] = ()) -> None:
         self.app = app
         self.keys = [k.encode() for k in api_keys]
         self.limiter = limiter
         self.open_paths = open_paths
+        self.trusted_proxies = frozenset(trusted_proxies)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] in self.open_paths or scope["method"] == "OPTIONS":
@@ -55,8 +56,10 @@ class ApiGuard:
                 await _reject(send, 403, "API key not accepted")
                 return
         if self.limiter is not None:
+            # With auth off a presented key proves nothing: the bucket is the client's address.
             client = scope.get("client")
-            bucket = key.decode("latin-1") if key is not None else f"addr:{client[0] if client else '?'}"
+            bucket = bucket_key(key if self.keys else None, client[0] if client else None,
+                                _header(scope["headers"], b"x-forwarded-for"), self.trusted_proxies)
             allowed, retry_after = self.limiter.acquire(bucket)
             if not allowed:
                 wait = max(1, math.ceil(retry_after))
@@ -64,6 +67,11 @@ class ApiGuard:
                               [(b"retry-after", str(wait).encode())])
                 return
         await self.app(scope, receive, send)
+
+
+def _header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> str | None:
+    values = [value.decode("latin-1") for name, value in headers if name == wanted]
+    return ", ".join(values) if values else None
 
 
 def _presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:

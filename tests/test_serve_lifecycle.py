@@ -247,6 +247,45 @@ def test_api_keys_and_rate_limit(env):
         assert client.post("/predict", json=SEED, headers={"X-API-Key": "key-two"}).status_code == 200
 
 
+def test_rate_limit_without_auth_cannot_be_dodged_by_rotating_the_key_header(env):
+    """With auth off the bucket is the client's address: a new X-API-Key per request changes nothing."""
+    deploy(env["registry_dir"], ServeSettings(port=env["port"], rate_limit_per_minute=60, rate_limit_burst=3,
+                                              max_body_bytes=12_345))
+    url = env["url"]
+    with httpx.Client(base_url=url, timeout=30) as client:
+        # This deployment's own body limit tells when it (not the previous one) answers.
+        deadline = time.monotonic() + 60
+        while client.post("/validate", content=b" " * 12_346).status_code != 413:
+            assert time.monotonic() < deadline, "the new deployment never answered"
+            time.sleep(0.3)
+        time.sleep(3.5)  # the tokens the probes above took come back
+        codes = [client.post("/predict", json=SEED, headers={"X-API-Key": f"made-up-{i}",
+                                                               "X-Forwarded-For": f"10.9.{i}.1"}).status_code
+                 for i in range(10)]
+    assert codes[:3] == [200] * 3 and codes.count(429) >= 5, codes
+    time.sleep(3.5)
+    with httpx.Client(base_url=url, timeout=30) as client:  # without the header: the connection's address
+        codes = [client.post("/predict", json=SEED, headers={"X-API-Key": f"other-{i}"}).status_code
+                 for i in range(6)]
+    assert codes[:3] == [200] * 3 and codes.count(429) >= 2, codes
+
+
+def test_rate_limit_buckets_are_bounded_and_keep_limiting_the_active_keys():
+    from serve.rate_limit import RateLimiter
+
+    now = [0.0]
+    limiter = RateLimiter(per_minute=60, burst=2, clock=lambda: now[0], max_keys=1_000)
+    for i in range(5_000):
+        limiter.acquire(f"addr:10.0.{i // 250}.{i % 250}")
+    assert len(limiter) == 1_000
+    # An active client keeps its (empty) bucket while others come and go.
+    assert [limiter.acquire("key:k")[0] for _ in range(3)] == [True, True, False]
+    for i in range(500):
+        limiter.acquire(f"addr:192.168.0.{i}")
+        assert limiter.acquire("key:k")[0] is False  # still refused: its bucket was not forgotten
+    assert len(limiter) == 1_000
+
+
 @pytest.mark.parametrize("module", ["serve.ab", "serve.rate_limit"])
 def test_docstring_examples(module):
     import doctest
