@@ -8,10 +8,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
-import yaml
 
 from cluster import config_reference
 from cluster.cli import build_parser
@@ -51,8 +51,19 @@ def test_documented_environment_variables_are_real_overrides():
         section, key = name[len("SMOKE_"):].lower().split("__", 1)
         value = current[section][key]
         # Setting each variable to the current value must be accepted: an unknown key is an error.
-        settings = load_settings(environ={name: "" if value is None else yaml.safe_dump(value)})
+        settings = load_settings(environ={name: _as_environment_text(value)})
         assert settings.model_dump(mode="json")[section][key] == value, name
+
+
+def _as_environment_text(value: object) -> str:
+    """How a user writes a setting's value in its SMOKE_ variable: plain text, JSON for structure."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float | str):
+        return str(value)
+    return json.dumps(value)
 
 
 def smoke_command_lines() -> list[str]:
