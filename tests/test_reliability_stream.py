@@ -379,7 +379,7 @@ def test_soak_keeps_worker_memory_flat(ray_cluster, settings, reliability_record
             workers = status_of(supervisor)["workers"].values()
             return sum(w["totals"]["processed"] + w["totals"]["rejected"] for w in workers)
 
-        # Not "lag 0": the high watermark the broker reports can trail by a few records (DESIGN.md).
+        # Not "lag 0": the high watermark the broker reports can trail by a few records (docs/architecture.md).
         wait_for(lambda: handled() >= sent.delivered, 120, 0.5,
                  what=f"all {sent.delivered} delivered readings handled after the soak")
         drained_s = time.monotonic() - started - wall_s
