@@ -22,8 +22,8 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from actors.alerts import FIRE, RAISED, SILENT
 from actors.detection import DetectionEngine
+from ingest.alert_message import FIRE, RAISED, SILENT
 from ingest.settings import SimulatorSettings
 from ingest.simulator import FleetSimulator, paced
 from tests.test_stream_dlq_metrics import metric_values, scrape

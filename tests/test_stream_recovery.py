@@ -19,8 +19,8 @@ import orjson
 import pytest
 import ray
 
-from actors.alerts import SILENT
 from actors.detection import DetectionEngine
+from ingest.alert_message import SILENT
 from ingest.settings import SimulatorSettings
 from ingest.simulator import FleetSimulator
 from tests.test_stream_support import (
