@@ -144,11 +144,14 @@ def _handler(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, status: int, reason: str) -> None:
             payload = orjson.dumps({"status": reason})
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the sender gave up (or died) before the answer: it will send again
 
         def log_message(self, format: str, *args: object) -> None:
             pass  # one line per notification is printed by the caller, not one per request
