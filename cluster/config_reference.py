@@ -46,6 +46,10 @@ def type_name(annotation: Any) -> str:
     """A short, readable type: ``int``, ``float or empty``, ``list of str``."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is typing.Annotated:  # a discriminated union of sections (alerting.channels)
+        return type_name(args[0])
+    if origin is typing.Literal:
+        return " or ".join(f"`{a}`" for a in args)
     if origin in (typing.Union, types.UnionType):
         names = [type_name(a) for a in args if a is not type(None)]
         return " or ".join(names) + (" or empty" if type(None) in args else "")
@@ -58,6 +62,8 @@ def type_name(annotation: Any) -> str:
 
 
 def default_text(field: FieldInfo) -> str:
+    if field.is_required():
+        return "required"
     value = field.get_default(call_default_factory=True)
     if value is None:
         return "empty"
@@ -65,6 +71,8 @@ def default_text(field: FieldInfo) -> str:
         return "see below"
     if isinstance(value, list):
         return "`[]`" if not value else f"`{value}`"
+    if value == "":
+        return '`""`'
     if isinstance(value, Path):
         return f"`{value.as_posix()}`"
     return f"`{value}`"
@@ -97,10 +105,23 @@ def nested_models(model: type[BaseModel]) -> list[type[BaseModel]]:
     """Models used inside a section's lists (such as ``serve.variants``), documented after it."""
     found = []
     for field in model.model_fields.values():
-        for arg in typing.get_args(field.annotation):
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
+        for arg in _members(field.annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel) and arg not in found:
                 found.append(arg)
     return found
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The types a list's items may be, through Annotated and unions (``list[A | B]`` -> A, B)."""
+    out = []
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is typing.Annotated:
+            arg = typing.get_args(arg)[0]
+        if typing.get_origin(arg) in (typing.Union, types.UnionType):
+            out += list(typing.get_args(arg))
+        else:
+            out.append(arg)
+    return out
 
 
 def render() -> str:

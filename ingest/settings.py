@@ -36,10 +36,10 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from ingest.schema import MEASUREMENTS
 
@@ -377,7 +377,7 @@ def _known_measurements(mapping: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- alerting (issue 15) ---------------------------------------------------------------------------
-# One section, three owners: the store, escalation and router fields (below); delivery channels and
+# One section, three owners: the store, escalation and router fields; delivery channels and
 # routes; the operator API and console. Each keeps its fields in its own commented block.
 
 
@@ -386,6 +386,89 @@ def _default_escalation() -> dict[str, float]:
     # receiving centre allows before calling the next keyholder. Warnings after 30 minutes; info
     # (cleared notices) never escalates.
     return {"critical": 300.0, "warning": 1800.0}
+
+
+# Delivery channels and routes (alerting/channels/, alerting/routing.py, alerting/delivery.py).
+ALERT_SEVERITIES = ("critical", "warning", "info")
+ALERT_KINDS = ("fire", "sensor_stuck", "sensor_silent")
+NOTIFICATION_STATES = ("raised", "acknowledged", "cleared", "resolved", "escalated")
+_CHANNEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class WebhookChannel(Section):
+    """A generic JSON webhook: POST of the notification, signed with HMAC-SHA256."""
+
+    type: Literal["webhook"]
+    name: str = Field(pattern=_CHANNEL_NAME, description="the name routes use")
+    url: str = Field(pattern=r"^https?://", description="where the notification is POSTed")
+    secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of the X-Smoke-Signature header; empty sends no signature")
+    timeout_s: float = Field(5.0, gt=0, description="connect + answer timeout of one attempt")
+
+
+class AlertmanagerChannel(Section):
+    """Prometheus Alertmanager's v2 API: its routing, grouping, inhibition and paging take over."""
+
+    type: Literal["alertmanager"]
+    name: str = Field(pattern=_CHANNEL_NAME, description="the name routes use")
+    url: str = Field(pattern=r"^https?://", description="Alertmanager base URL (POST {url}/api/v2/alerts)")
+    incident_url: str = Field(
+        "", description="generatorURL of an alert: a link with {alert_id}, e.g. to the operator console; "
+                        "empty: none")
+    timeout_s: float = Field(5.0, gt=0, description="connect + answer timeout of one attempt")
+
+
+class EmailChannel(Section):
+    """Email over SMTP (smtplib): one message per notification."""
+
+    type: Literal["email"]
+    name: str = Field(pattern=_CHANNEL_NAME, description="the name routes use")
+    host: str = Field(min_length=1, description="SMTP server")
+    port: int = Field(25, ge=1, le=65535)
+    starttls: bool = Field(False, description="upgrade the connection with STARTTLS before sending")
+    username: str | None = Field(None, description="SMTP AUTH user; empty: no authentication")
+    password: SecretStr | None = Field(None, description="SMTP AUTH password")
+    sender: str = Field(min_length=3, description="From address")
+    recipients: list[str] = Field(min_length=1, description="To addresses")
+    timeout_s: float = Field(10.0, gt=0, description="timeout of one SMTP conversation")
+
+
+ChannelSettings = Annotated[WebhookChannel | AlertmanagerChannel | EmailChannel, Field(discriminator="type")]
+
+
+class RouteRule(Section):
+    """Which channels get a notification: every listed matcher must match (an empty one matches all)."""
+
+    channels: list[str] = Field(min_length=1, description="channel names this rule sends to")
+    severity: list[str] = Field([], description=f"severities matched ({', '.join(ALERT_SEVERITIES)})")
+    kind: list[str] = Field([], description=f"kinds matched ({', '.join(ALERT_KINDS)})")
+    state: list[str] = Field([], description=f"states matched ({', '.join(NOTIFICATION_STATES)})")
+    zone: list[str] = Field([], description="sensor zones matched (sensors table)")
+    site: list[str] = Field([], description="sensor sites matched (sensors table)")
+    test: bool | None = Field(None, description="true: test alarms only; false: real alarms only; empty: both")
+    stop: bool = Field(False, description="when this rule matches, later rules are not considered")
+
+    @field_validator("severity")
+    @classmethod
+    def _known_severities(cls, value: list[str]) -> list[str]:
+        return _known(value, ALERT_SEVERITIES, "severity")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kinds(cls, value: list[str]) -> list[str]:
+        return _known(value, ALERT_KINDS, "kind")
+
+    @field_validator("state")
+    @classmethod
+    def _known_states(cls, value: list[str]) -> list[str]:
+        return _known(value, NOTIFICATION_STATES, "state")
+
+
+def _known(value: list[str], known: tuple[str, ...], what: str) -> list[str]:
+    unknown = [v for v in value if v not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; known: {list(known)}")
+    return value
 
 
 class AlertingSettings(Section):
@@ -421,6 +504,34 @@ class AlertingSettings(Section):
         bad = {k: v for k, v in value.items() if not v > 0}
         if bad:
             raise ValueError(f"escalation delays must be positive seconds, got {bad}")
+        return value
+
+    # Delivery channels, routes and retries (alerting/channels/, alerting/routing.py, alerting/delivery.py).
+    channels: list[ChannelSettings] = Field(
+        [], description="delivery channels (webhook, alertmanager, email), each with a unique name")
+    routes: list[RouteRule] = Field(
+        [], description="rules in order; a notification goes to the channels of every matching rule "
+                        "(up to one with stop). No rules: every channel gets every notification")
+    delivery_retry_base_s: float = Field(1.0, gt=0, description="delay before the first retry of a failed delivery")
+    delivery_retry_factor: float = Field(2.0, ge=1, description="each further retry waits this many times longer")
+    delivery_retry_cap_s: float = Field(
+        30.0, gt=0, description="longest wait between retries: a receiver back from an outage is reached "
+                                "within this")
+    delivery_max_attempts: int = Field(
+        120, ge=1, description="attempts before a delivery is given up (failed_permanently); the default "
+                               "keeps trying for about an hour")
+    delivery_poll_s: float = Field(
+        0.5, gt=0, description="how often an idle channel worker looks for due deliveries (the router also "
+                               "wakes it when it records one)")
+    delivery_batch: int = Field(100, ge=1, description="due deliveries a channel worker reads at a time")
+
+    @field_validator("channels")
+    @classmethod
+    def _unique_channel_names(cls, value: list) -> list:
+        names = [c.name for c in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"channel names must be unique, repeated: {twice}")
         return value
 
 

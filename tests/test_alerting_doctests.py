@@ -1,4 +1,4 @@
-"""The alerting package's pure parts: lifecycle, silences, sensors, notification, as their docstrings show."""
+"""The alerting package's runnable docstring examples: lifecycle, silences, sensors, notification, store, delivery."""
 
 import doctest
 import importlib
@@ -6,7 +6,9 @@ import importlib
 import pytest
 
 MODULES = ["alerting.lifecycle", "alerting.silences", "alerting.sensors", "alerting.notification",
-           "alerting.database", "alerting.store", "ingest.alert_message"]
+           "alerting.database", "alerting.store", "ingest.alert_message",
+           "alerting.routing", "alerting.channels", "alerting.channels.webhook", "alerting.channels.alertmanager",
+           "alerting.channels.email", "alerting.delivery"]
 
 
 @pytest.mark.parametrize("name", MODULES)
