@@ -25,7 +25,7 @@ DASHBOARD = REPO_ROOT / "configs" / "grafana" / "dashboards" / "smoke.json"
 DATASOURCE = REPO_ROOT / "configs" / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 RULES = REPO_ROOT / "configs" / "prometheus" / "alerts.yml"
 PROMETHEUS = REPO_ROOT / "configs" / "prometheus" / "prometheus.yml"
-CODE_DIRS = ("ingest", "actors", "serve", "train")
+CODE_DIRS = ("ingest", "actors", "serve", "train", "alerting")
 # Ray's built-in Serve metrics the dashboard uses: name as Ray defines it, type, tags.
 RAY_BUILTINS = {
     "serve_num_http_requests": ("Counter", {"route", "method", "application", "status_code"}),
