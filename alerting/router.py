@@ -1,8 +1,8 @@
 """The alert router: the one writer of alert events, from the ``smoke_alerts`` topic into the store.
 
 A detached, named Ray actor that Ray restarts when it dies (``max_restarts``).
-It owns every partition of the alerts topic by explicit assignment (never a
-consumer group's subscribe) and reads each from the next offset the store
+It owns every partition of the alerts topic by explicit assignment
+(:mod:`alerting.alert_reader`; never a consumer group's subscribe) and reads each from the next offset the store
 committed. Each event is recorded with its offset in one transaction
 (:meth:`AlertStore.record_event`), so a crash at any point, kill -9 included,
 neither loses nor duplicates an event: the restarted actor reads again from the
@@ -36,11 +36,11 @@ from ray.actor import ActorHandle
 from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.metrics import Counter, Gauge
 
-from actors.alerts import AlertEvent, MalformedAlert
-from actors.partition_reader import PartitionReader
+from alerting.alert_reader import AlertReader, AlertRecord
 from alerting.database import absolute_dsn
 from alerting.sensors import load_sensors, sensors_path
 from alerting.store import AlertStore
+from ingest.alert_message import AlertEvent, MalformedAlert
 from ingest.broker import partition_count, wait_reachable
 from ingest.settings import Settings
 
@@ -104,8 +104,8 @@ class Router:
         added = self.store.seed_sensors(load_sensors(self.cfg.sensors_file))
         log.info("alert router: %d sensors added from %s", added, self.cfg.sensors_file)
         wait_reachable(bootstrap_servers)
-        self.reader = PartitionReader(bootstrap_servers, self.topic, group_id=self._group_id(),
-                                      client_id=f"{self.cfg.router_name}", fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+        self.reader = AlertReader(bootstrap_servers, self.topic, group_id=self._group_id(),
+                                  client_id=self.cfg.router_name, fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
         self._dlq = None
         self._resume()
         self.dispatcher = self._start_dispatcher()
@@ -215,7 +215,7 @@ class Router:
                 for partition, records in batches.items():
                     committed[partition] = self._record(partition, records)
                 if committed:
-                    self.reader.commit(committed, self._committed)
+                    self.reader.commit(committed)
                 error = self.reader.take_error()
                 if error:
                     self._error(f"kafka: {error}")
@@ -237,16 +237,16 @@ class Router:
                 log.exception("alert router: loop iteration failed")
                 self._stop.wait(1.0)
 
-    def _record(self, partition: int, records: Any) -> int:
+    def _record(self, partition: int, records: list[AlertRecord]) -> int:
         """Record one partition's records in offset order; returns the next offset."""
         outcomes = {"recorded": 0, "duplicate": 0, "malformed": 0}
         next_offset = self.partitions[partition]["next_offset"]
-        for i in range(len(records)):
-            offset = int(records.offsets[i])
+        for record in records:
+            offset = record.offset
             try:
-                event = AlertEvent.from_message(records.values[i])
+                event = AlertEvent.from_message(record.value)
             except MalformedAlert as err:
-                self._dead_letter(records.values[i], records.key(i), partition, offset, err)
+                self._dead_letter(record.value, partition, offset, err)
                 self.store.skip_offset(self.topic, partition, offset)
                 outcomes["malformed"] += 1
             else:
@@ -264,11 +264,6 @@ class Router:
         for outcome, n in outcomes.items():
             self.metrics.counted(outcome, n)
         return next_offset
-
-    def _committed(self, offsets: dict[int, int], error: str | None) -> None:
-        if error:
-            # Only the lag tools' view is behind; the store holds the truth.
-            log.debug("alert router: broker commit of %s failed: %s", offsets, error)
 
     def _check_positions(self, now: float) -> None:
         for p, info in self.partitions.items():
@@ -300,8 +295,7 @@ class Router:
             self.metrics.last_event_age.set(now - self.last_event_at)
         self.metrics.unacknowledged.set(self.store.kpis(now).unacknowledged)
 
-    def _dead_letter(self, value: bytes | None, key: bytes | None, partition: int, offset: int,
-                     err: MalformedAlert) -> None:
+    def _dead_letter(self, value: bytes | None, partition: int, offset: int, err: MalformedAlert) -> None:
         """Send a malformed message to the dead-letter topic and wait for the broker's ack (then skip it)."""
         from kafka import KafkaProducer
 

@@ -13,7 +13,7 @@ Duplicates are dropped by the database itself: an event is unique by
 ``(idempotency_key, channel)``.
 
 >>> import tempfile, os
->>> from actors.alerts import AlertEvent
+>>> from ingest.alert_message import AlertEvent
 >>> store = AlertStore.open("sqlite:///" + os.path.join(tempfile.mkdtemp(), "alerts.db"))
 >>> e = AlertEvent("a1", "s1", "fire", "critical", "raised", 100.0, 100.2, 2.5, "v1", {})
 >>> store.record_event(e, topic="smoke_alerts", partition=0, offset=7)
@@ -38,7 +38,6 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
 
-from actors.alerts import AlertEvent
 from alerting import schema
 from alerting.database import WRITE, absolute_dsn, create_store_engine, migrate
 from alerting.lifecycle import (
@@ -65,6 +64,7 @@ from alerting.records import (
 )
 from alerting.sensors import SensorInfo
 from alerting.silences import Silence, SilenceSpec, matches
+from ingest.alert_message import AlertEvent
 
 __all__ = [
     "OUTCOMES", "Acknowledgement", "AlertEventRow", "AlertStore", "DeliveryRow", "FleetKpis", "Incident",

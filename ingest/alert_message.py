@@ -18,7 +18,7 @@ True
 >>> AlertEvent.from_message(b'{"alert_id": "x"}')
 Traceback (most recent call last):
 ...
-actors.alerts.MalformedAlert: missing_field: sensor_id
+ingest.alert_message.MalformedAlert: missing_field: sensor_id
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["alerting.lifecycle", "alerting.silences", "alerting.sensors", "alerting.notification",
-           "alerting.database", "alerting.store", "actors.alerts"]
+           "alerting.database", "alerting.store", "alerting.router", "ingest.alert_message"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -15,9 +15,9 @@ import time
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from actors.alerts import AlertEvent, alert_id
 from alerting.router import router_status, start_router, stop_router
 from alerting.store import AlertStore
+from ingest.alert_message import AlertEvent, alert_id
 
 pytestmark = pytest.mark.integration
 

@@ -8,13 +8,13 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from actors.alerts import AlertEvent
 from alerting import schema
 from alerting.lifecycle import InvalidTransition
 from alerting.notification import Notification
 from alerting.sensors import SensorInfo
 from alerting.silences import InvalidSilence, SilenceSpec
 from alerting.store import AlertStore, UnknownIncident
+from ingest.alert_message import AlertEvent
 
 TOPIC = "smoke_alerts"
 T0 = 1_700_000_000.0

@@ -49,7 +49,8 @@ def test_ray_nodes_carry_the_token_and_point_at_kafka():
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
         # The alert store is the postgres service, its password required, never defaulted.
         dsn = env["SMOKE_ALERTING__STORE_DSN"]
-        assert dsn.startswith("postgresql+psycopg://smoke:${POSTGRES_PASSWORD:?") and dsn.endswith("@postgres:5432/smoke")
+        assert dsn.startswith("postgresql+psycopg://smoke:${POSTGRES_PASSWORD:?")
+        assert dsn.endswith("@postgres:5432/smoke")
     for name in ("ray-head", "ray-worker"):
         env = SERVICES[name]["environment"]
         assert {k: env.get(k) for k in STREAM_NODE_ENV} == STREAM_NODE_ENV, name
