@@ -99,6 +99,8 @@ class Router:
         self.last_event_at: float | None = None
         self.loop_at = time.time()
         self.partitions: dict[int, dict[str, Any]] = {}
+        self.open_incidents: int | None = None  # from the store, every GAUGE_REFRESH_S
+        self.unacknowledged: int | None = None
         self.metrics = RouterMetrics()
         self.store = AlertStore.open(self.cfg.store_dsn, routing=_routing(settings))
         added = self.store.seed_sensors(load_sensors(self.cfg.sensors_file))
@@ -134,8 +136,20 @@ class Router:
                 "partitions": {p: dict(info) for p, info in self.partitions.items()},
                 "lag": sum(info.get("lag") or 0 for info in self.partitions.values()),
                 "dispatcher": self.dispatcher is not None, "alive": self._thread.is_alive(),
+                "channels": self._channels(),
+                "open_incidents": self.open_incidents, "unacknowledged": self.unacknowledged,
                 "pid": _pid(),
             }
+
+    def _channels(self) -> dict[str, dict[str, Any]]:
+        """Each delivery channel's worker: alive, and what the dispatcher says of it."""
+        if self.dispatcher is None:
+            return {}
+        try:
+            alive, status = self.dispatcher.alive(), self.dispatcher.status()
+        except Exception as err:  # a status must answer even if the dispatcher is broken
+            return {"dispatcher": {"alive": False, "error": repr(err)}}
+        return {name: {**status.get(name, {}), "alive": alive.get(name, False)} for name in alive}
 
     def stop(self) -> dict[str, Any]:
         """Stop the loop (and the dispatcher) and close the clients; the final status."""
@@ -198,8 +212,13 @@ class Router:
                 raise
             log.warning("alert router: %s is not installed: deliveries stay pending", DISPATCHER_MODULE)
             return None
-        dispatcher = delivery.Dispatcher.from_settings(self.store, self.settings)
+        from alerting.channels import build_channels
+
+        channels = build_channels(self.cfg)
+        dispatcher = delivery.Dispatcher.from_settings(self.store, channels, self.cfg,
+                                                       metrics=delivery.DeliveryMetrics())
         dispatcher.start()
+        log.info("alert router: delivering to %s", ", ".join(channels) or "no channel (alerting.channels is empty)")
         return dispatcher
 
     # --- the loop ------------------------------------------------------------------------------
@@ -216,6 +235,8 @@ class Router:
                     committed[partition] = self._record(partition, records)
                 if committed:
                     self.reader.commit(committed)
+                    if self.dispatcher is not None:
+                        self.dispatcher.wake()  # new outbox rows: send now, not at the next poll
                 error = self.reader.take_error()
                 if error:
                     self._error(f"kafka: {error}")
@@ -250,9 +271,8 @@ class Router:
                 self.store.skip_offset(self.topic, partition, offset)
                 outcomes["malformed"] += 1
             else:
-                arrival = _arrival_time(event)
                 fresh = self.store.record_event(event, topic=self.topic, partition=partition, offset=offset,
-                                                arrival_time=arrival)
+                                                arrival_time=event.arrival_time)
                 outcomes["recorded" if fresh else "duplicate"] += 1
             next_offset = offset + 1
         with self._lock:
@@ -293,7 +313,10 @@ class Router:
                 self.metrics.lag.set(info["lag"], tags={"partition": str(p)})
         if self.last_event_at is not None:
             self.metrics.last_event_age.set(now - self.last_event_at)
-        self.metrics.unacknowledged.set(self.store.kpis(now).unacknowledged)
+        kpis = self.store.kpis(now)
+        with self._lock:
+            self.open_incidents, self.unacknowledged = kpis.open_incidents, kpis.unacknowledged
+        self.metrics.unacknowledged.set(kpis.unacknowledged)
 
     def _dead_letter(self, value: bytes | None, partition: int, offset: int, err: MalformedAlert) -> None:
         """Send a malformed message to the dead-letter topic and wait for the broker's ack (then skip it)."""
@@ -400,6 +423,8 @@ def health(status: dict[str, Any] | None, stale_s: float) -> tuple[bool, str]:
     line = (f"recording: {t['recorded']} events ({t['duplicate']} duplicates, {t['malformed']} malformed), "
             f"lag {status.get('lag', 0)}, last event {'never' if last is None else f'{last:.0f} s ago'}, "
             f"{t['escalated']} escalated")
+    if status.get("unacknowledged") is not None:
+        line += f"; {status['open_incidents']} open incidents, {status['unacknowledged']} unacknowledged"
     problems = []
     if not status.get("alive"):
         problems.append("its loop thread has died")
@@ -409,6 +434,9 @@ def health(status: dict[str, Any] | None, stale_s: float) -> tuple[bool, str]:
         problems.append(f"error {status['last_error_age_s']:.0f} s ago: {status['last_error']}")
     if not status.get("dispatcher"):
         line += "; no dispatcher: notifications stay in the outbox"
+    dead = sorted(name for name, info in (status.get("channels") or {}).items() if not info.get("alive"))
+    if dead:
+        problems.append(f"delivery worker of {', '.join(dead)} is not running")
     if problems:
         return False, "degraded: " + "; ".join(problems) + f" ({line})"
     return True, line
@@ -423,14 +451,6 @@ def _routing(settings: Settings) -> Any:
             raise
         return None
     return Routing.from_settings(settings.alerting)
-
-
-def _arrival_time(event: AlertEvent) -> float | None:
-    """When the reading that completed the evidence reached the broker, if the stream said so."""
-    value = getattr(event, "arrival_time", None)
-    if value is None:
-        value = event.evidence.get("arrival_time")
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _safe_dsn(dsn: str) -> str:

@@ -45,7 +45,7 @@ def events(n: int, sensors: int = 16) -> list[AlertEvent]:
         t = T0 + incident
         out.append(AlertEvent(alert_id(sensor, "fire", t), sensor, "fire", "critical" if state == 0 else "info",
                               "raised" if state == 0 else "cleared", t + state, time.time(), 2.0, "v0001",
-                              {"channels": ["particles", "heat"]}))
+                              {"channels": ["particles", "heat"]}, arrival_time=t + state + 0.05))
     return out
 
 
@@ -112,6 +112,8 @@ def test_events_end_up_in_the_store_exactly_once(ray_cluster, router_settings):
         ends = {p: info["next_offset"] for p, info in status["partitions"].items()}
         assert store.committed_offsets(topic) == {p: o for p, o in ends.items() if o}
         assert store.incident(batch[0].alert_id).incident.location.zone == "kitchen"  # from the sensors file
+        # The reading's arrival travels with the message, for the delivery latency.
+        assert {e.arrival_time for e in recorded} == {e.arrival_time for e in batch}
         (letter,) = dead_letters(bootstrap, s.kafka.dlq_topic)
         assert dict(letter.headers)["reason"] == b"missing_field" and letter.value == b'{"alert_id": "broken"}'
         # The escalation timer runs in the router: cleared but unacknowledged fire incidents escalate.
