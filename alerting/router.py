@@ -10,7 +10,7 @@ first offset not recorded, and what it may read twice is dropped by the store.
 
 Beside the reading loop the router runs the escalation timer
 (:meth:`AlertStore.escalate_due`) and hosts the delivery dispatcher when the
-delivery package is installed (:meth:`AlertRouter._start_dispatcher`).
+delivery package is installed (:meth:`Router._start_dispatcher`).
 
 A message that is not an alert event goes to the dead-letter topic with its
 reason and the router moves past it. A memory-only broker that restarted has
