@@ -265,3 +265,37 @@ def test_the_router_delivers_every_notification_once_per_key_across_a_kill_9(ray
     print(f"router+dispatcher kill -9: {len(keys)} notifications, {receiver.repeats} repeats dropped by key, "
           f"arrival -> webhook p50 {latencies[len(latencies) // 2]:.3f} s")
     reliability_record("alert_router_kill9_delivery", notifications=len(keys), repeats_dropped=receiver.repeats)
+
+
+def test_a_store_that_goes_away_shows_the_router_degraded_with_the_cause(ray_cluster, router_settings):
+    """Health tells the truth: the router keeps trying, and its status names the database error."""
+    from alerting.router import health
+    from tests.postgres_server import binaries_missing, start_postgres
+
+    missing = binaries_missing()
+    if missing:
+        pytest.skip(missing)
+    server = start_postgres()  # its own server: this test stops it
+    s = router_settings.model_copy(update={"alerting": router_settings.alerting.model_copy(update={
+        "store_dsn": server.new_database(), "router_stale_s": 30.0})})
+    try:
+        start_router(s, s.kafka.bootstrap_servers)
+        produce(s.kafka.bootstrap_servers, s.kafka.alerts_topic, events(2), s.kafka.partitions)
+        deadline = time.monotonic() + 30
+        while router_status(s)["totals"]["recorded"] < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert health(router_status(s), s.alerting.router_stale_s)[0]
+        server.process.terminate()
+        server.process.wait(30)
+        produce(s.kafka.bootstrap_servers, s.kafka.alerts_topic, events(4)[2:], s.kafka.partitions)
+        deadline = time.monotonic() + 60
+        while (verdict := health(router_status(s), s.alerting.router_stale_s))[0]:
+            assert time.monotonic() < deadline, verdict
+            time.sleep(0.2)
+        detail = verdict[1]
+        assert detail.startswith("degraded: error") and "OperationalError" in detail, detail
+        assert router_status(s)["totals"]["recorded"] == 2  # nothing recorded, nothing skipped
+    finally:
+        stop_router(s)
+        server.stop()
