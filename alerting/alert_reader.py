@@ -67,6 +67,10 @@ class AlertReader:
         self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING if o is None else o)
                                for p, o in sorted(positions.items())])
 
+    def seek(self, partition: int, offset: int) -> None:
+        """Read an assigned partition again from ``offset``; records fetched before are dropped."""
+        self._consumer.seek(TopicPartition(self.topic, partition, offset))
+
     def seek_to_beginning(self, partition: int) -> None:
         self._consumer.seek(TopicPartition(self.topic, partition, OFFSET_BEGINNING))
 

@@ -230,9 +230,7 @@ class Router:
             self.loop_at = time.time()
             try:
                 batches = self.reader.poll(self.cfg.router_poll_timeout_ms, self.cfg.router_poll_max_records)
-                committed: dict[int, int] = {}
-                for partition, records in batches.items():
-                    committed[partition] = self._record(partition, records)
+                committed = self._record_all(batches)
                 if committed:
                     self.reader.commit(committed)
                     if self.dispatcher is not None:
@@ -258,6 +256,24 @@ class Router:
                 log.exception("alert router: loop iteration failed")
                 self._stop.wait(1.0)
 
+    def _record_all(self, batches: dict[int, list[AlertRecord]]) -> dict[int, int]:
+        """Record a poll's records; partition -> next offset.
+
+        When recording fails (the database is away), every partition not fully recorded is read
+        again from its first unrecorded offset: the client has moved past those records, and
+        skipping them would lose them once a later event advances the store's offset.
+        """
+        committed: dict[int, int] = {}
+        try:
+            for partition, records in batches.items():
+                committed[partition] = self._record(partition, records)
+        except Exception:
+            for partition in batches:
+                if partition not in committed:
+                    self.reader.seek(partition, self.partitions[partition]["next_offset"])
+            raise
+        return committed
+
     def _record(self, partition: int, records: list[AlertRecord]) -> int:
         """Record one partition's records in offset order; returns the next offset."""
         outcomes = {"recorded": 0, "duplicate": 0, "malformed": 0}
@@ -271,10 +287,19 @@ class Router:
                 self.store.skip_offset(self.topic, partition, offset)
                 outcomes["malformed"] += 1
             else:
-                fresh = self.store.record_event(event, topic=self.topic, partition=partition, offset=offset,
-                                                arrival_time=event.arrival_time)
+                try:
+                    fresh = self.store.record_event(event, topic=self.topic, partition=partition, offset=offset,
+                                                    arrival_time=event.arrival_time)
+                except Exception:
+                    self._counted(partition, next_offset, outcomes)
+                    raise
                 outcomes["recorded" if fresh else "duplicate"] += 1
             next_offset = offset + 1
+        self._counted(partition, next_offset, outcomes)
+        return next_offset
+
+    def _counted(self, partition: int, next_offset: int, outcomes: dict[str, int]) -> None:
+        """Publish what a partition's records came to, up to ``next_offset`` (recorded or passed)."""
         with self._lock:
             self.partitions[partition]["next_offset"] = next_offset
             for outcome, n in outcomes.items():
@@ -283,7 +308,6 @@ class Router:
                 self.last_event_at = time.time()
         for outcome, n in outcomes.items():
             self.metrics.counted(outcome, n)
-        return next_offset
 
     def _check_positions(self, now: float) -> None:
         for p, info in self.partitions.items():

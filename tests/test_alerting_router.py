@@ -267,35 +267,49 @@ def test_the_router_delivers_every_notification_once_per_key_across_a_kill_9(ray
     reliability_record("alert_router_kill9_delivery", notifications=len(keys), repeats_dropped=receiver.repeats)
 
 
-def test_a_store_that_goes_away_shows_the_router_degraded_with_the_cause(ray_cluster, router_settings):
-    """Health tells the truth: the router keeps trying, and its status names the database error."""
-    from alerting.router import health
-    from tests.postgres_server import binaries_missing, start_postgres
+def test_a_store_that_goes_away_shows_the_router_degraded_and_nothing_is_lost(ray_cluster, router_settings,
+                                                                              postgres_server):
+    """Health tells the truth: the router says which database error it hits, keeps trying, and loses nothing."""
+    import psycopg
 
-    missing = binaries_missing()
-    if missing:
-        pytest.skip(missing)
-    server = start_postgres()  # its own server: this test stops it
+    from alerting.router import health
+
+    dsn = postgres_server.new_database()
+    database = dsn.rsplit("/", 1)[1]
     s = router_settings.model_copy(update={"alerting": router_settings.alerting.model_copy(update={
-        "store_dsn": server.new_database(), "router_stale_s": 30.0})})
+        "store_dsn": dsn, "router_stale_s": 30.0})})
+    admin = psycopg.connect(f"host=127.0.0.1 port={postgres_server.port} user=smoke dbname=postgres",
+                            autocommit=True)
+    batch = events(40)
     try:
         start_router(s, s.kafka.bootstrap_servers)
-        produce(s.kafka.bootstrap_servers, s.kafka.alerts_topic, events(2), s.kafka.partitions)
+        produce(s.kafka.bootstrap_servers, s.kafka.alerts_topic, batch[:10], s.kafka.partitions)
         deadline = time.monotonic() + 30
-        while router_status(s)["totals"]["recorded"] < 2:
+        while router_status(s)["totals"]["recorded"] < 10:
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert health(router_status(s), s.alerting.router_stale_s)[0]
-        server.process.terminate()
-        server.process.wait(30)
-        produce(s.kafka.bootstrap_servers, s.kafka.alerts_topic, events(4)[2:], s.kafka.partitions)
+        # The database refuses the router: no new connection, the open ones closed.
+        admin.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
+        produce(s.kafka.bootstrap_servers, s.kafka.alerts_topic, batch[10:], s.kafka.partitions)
         deadline = time.monotonic() + 60
         while (verdict := health(router_status(s), s.alerting.router_stale_s))[0]:
             assert time.monotonic() < deadline, verdict
             time.sleep(0.2)
-        detail = verdict[1]
-        assert detail.startswith("degraded: error") and "OperationalError" in detail, detail
-        assert router_status(s)["totals"]["recorded"] == 2  # nothing recorded, nothing skipped
+        assert verdict[1].startswith("degraded: error") and "OperationalError" in verdict[1], verdict
+        admin.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
+        deadline = time.monotonic() + 60
+        while router_status(s)["totals"]["recorded"] < len(batch):
+            assert time.monotonic() < deadline, router_status(s)
+            time.sleep(0.2)
+        store = AlertStore.open(dsn)
+        try:
+            recorded = [(e.alert_id, e.state) for e in store.events(limit=1000)]
+        finally:
+            store.close()
+        assert sorted(recorded) == sorted((e.alert_id, e.state) for e in batch)  # none lost, none twice
     finally:
+        admin.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
+        admin.close()
         stop_router(s)
-        server.stop()
