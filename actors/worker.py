@@ -15,6 +15,7 @@ eviction, and the checkpoint when it is due.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
@@ -274,10 +275,13 @@ class StreamLoop:
             if identity in state.suppress_alerts:
                 self.totals["suppressed"] += 1
                 continue
+            arrival = arrivals.get(alert.sensor_id) if arrivals else None
+            if arrival is not None:
+                # The alert service measures delivery latency from the reading's arrival.
+                alert = dataclasses.replace(alert, arrival_time=float(arrival))
             self.sinks.send_alert(state.partition, alert)
             self.totals["alerts"] += 1
             if self.metrics:
-                arrival = arrivals.get(alert.sensor_id) if arrivals else None
                 detected = _epoch(alert.detected_at)
                 self.metrics.alert(alert.kind, alert.severity, alert.state, detected - _epoch(alert.event_time),
                                    None if arrival is None else detected - arrival)

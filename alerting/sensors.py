@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from alerting.notification import Location
+from ingest.settings import REPO_ROOT
 
 FIELDS = ("site", "building", "floor", "zone", "description")
 
@@ -100,3 +101,11 @@ def load_sensors(path: str | Path) -> list[SensorInfo]:
     except yaml.YAMLError as err:
         raise SensorsFileError(f"{path}: not valid YAML: {err}") from None
     return parse_sensors(doc, str(path))
+
+
+def sensors_path(path: Path) -> Path:
+    """A relative sensors file from the working directory, else from the checkout (configs/ lives there)."""
+    path = Path(path)
+    if path.is_absolute() or path.exists() or not (REPO_ROOT / path).exists():
+        return path.resolve()
+    return REPO_ROOT / path

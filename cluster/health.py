@@ -37,6 +37,7 @@ def check_stack(settings: Settings, state: StackState, alert_window_s: float = A
     ray_up = checks[0].healthy
     checks.append(check_stream(settings, state) if ray_up else _unreachable("stream", state.stream_name))
     checks.append(check_serve(settings, state) if ray_up else _unreachable("serve", state.serve_app))
+    checks.append(check_router(settings, state) if ray_up else _unreachable("router", state.router_name))
     checks.append(check_model(settings))
     checks.append(check_alerts(settings, state, alert_window_s) if checks[1].healthy
                   else Check("alerts", None, "Kafka is not reachable"))
@@ -128,6 +129,26 @@ def check_serve(settings: Settings, state: StackState) -> Check:
     return Check("serve", healthy, f"{status['status']} at {state.serve_url}: {replica_text}; "
                                    f"model {model or 'none loaded'}"
                   + (f"; /health says {health.get('status')}" if isinstance(health, dict) else "; /health fails"))
+
+
+def check_router(settings: Settings, state: StackState) -> Check:
+    """The alert router: running, its loop turning, no recent error (alerting.router.health)."""
+    if not state.router_name:
+        return _not_started("router", state)
+    from alerting.router import health, router_status
+
+    try:
+        status = router_status(settings)
+    except Exception as err:
+        return Check("router", False, f"down: router {state.router_name!r} does not answer: {_first_line(err)}")
+    healthy, detail = health(status, settings.alerting.router_stale_s)
+    return Check("router", healthy, detail if status is not None
+                 else f"down: router {state.router_name!r} is not running")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
 def check_model(settings: Settings) -> Check:

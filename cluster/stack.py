@@ -9,7 +9,8 @@ file (:mod:`cluster.stack_state`) as soon as it runs:
 3. the model: a first one is trained when the registry has no production version;
 4. the stream supervisor and its workers (detached actors);
 5. the Serve application;
-6. the simulator, a detached ``smoke simulate`` process.
+6. the alert router (detached actor): alert events into the store, escalation, delivery;
+7. the simulator, a detached ``smoke simulate`` process.
 
 Ray and Kafka are required: if either fails, what this run started is stopped
 again and the error is raised. The later parts are not: a part whose code is
@@ -17,7 +18,7 @@ missing or that fails is recorded as unavailable with its reason, the rest
 keeps running, and the command says so.
 
 ``down`` stops in reverse order: the simulator; the stream (its workers
-checkpoint first) and Serve, through Ray; then the Ray head by its Unix
+checkpoint first), the alert router and Serve, through Ray; then the Ray head by its Unix
 session; then the broker. Only recorded processes are touched.
 """
 
@@ -33,6 +34,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alerting.database import absolute_dsn
+from alerting.sensors import sensors_path
 from cluster.embedded_broker import forget_broker, running_broker, start_detached_broker
 from cluster.initial_model import production_version, train_initial_model
 from cluster.local_ray import RayStartError, ensure_auth_token, start_head, token_source
@@ -87,7 +90,7 @@ def up(settings: Settings, options: UpOptions, steps: Steps) -> StackState:
         raise
     settings = with_stack(settings, state)
     for part, starter in (("model", _start_model), ("stream", _start_stream), ("serve", _start_serve),
-                          ("simulator", _start_simulator)):
+                          ("router", _start_router), ("simulator", _start_simulator)):
         if part in options.skip or (part == "simulator" and not options.simulate):
             with steps.step(part) as step:
                 step.skip("skipped (--skip)" if part in options.skip else "skipped (--no-simulator)")
@@ -122,6 +125,9 @@ def with_stack(settings: Settings, state: StackState) -> Settings:
             "lake_dir": absolute(settings.stream.lake_dir)}),
         "train": settings.train.model_copy(update={"registry_dir": absolute(settings.train.registry_dir)}),
         "simulator": settings.simulator.model_copy(update={"out_dir": Path(settings.simulator.out_dir).resolve()}),
+        "alerting": settings.alerting.model_copy(update={
+            "store_dsn": absolute_dsn(settings.alerting.store_dsn),
+            "sensors_file": sensors_path(settings.alerting.sensors_file)}),
     })
 
 
@@ -229,6 +235,22 @@ def _start_serve(settings: Settings, state: StackState, options: UpOptions, step
     step.result = f"{state.serve_app} at {state.serve_url}"
 
 
+def _start_router(settings: Settings, state: StackState, options: UpOptions, step: StepHandle) -> None:
+    from alerting.router import start_router
+
+    connect_driver(state.ray_address, settings.ray.namespace)
+    step.note("opening the alert store")
+    start_router(settings, state.bootstrap_servers)
+    state.router_name = settings.alerting.router_name
+    step.result = f"router {state.router_name!r} into {_safe_dsn(settings.alerting.store_dsn)}"
+
+
+def _safe_dsn(dsn: str) -> str:
+    from sqlalchemy import make_url
+
+    return make_url(dsn).render_as_string(hide_password=True)
+
+
 def _start_simulator(settings: Settings, state: StackState, options: UpOptions, step: StepHandle) -> None:
     import ingest.simulator  # noqa: F401 - fail here, not in the detached process, if it is missing
 
@@ -277,7 +299,7 @@ def down(settings: Settings, steps: Steps, graceful: bool = True) -> DownReport 
             count = stop_session(state.simulator_pid, grace_s=5.0)
             step.result = "stopped" if count else "was not running"
             report.stopped.append("simulator")
-    if graceful and state.ray_running() and (state.stream_name or state.serve_app):
+    if graceful and state.ray_running() and (state.stream_name or state.serve_app or state.router_name):
         _stop_through_ray(settings, state, steps, report)
     if state.ray_session_id is not None:
         with steps.step("Ray head") as step:
@@ -313,6 +335,14 @@ def _stop_through_ray(settings: Settings, state: StackState, steps: Steps, repor
             final = stop_stream(settings, timeout_s=60.0)
             step.result = "checkpointed and stopped" if final is not None else "was not running"
             report.stopped.append("stream")
+    if state.router_name:
+        with steps.step("alert router") as step, contextlib.suppress(ModuleNotFoundError):
+            from alerting.router import stop_router
+
+            final = stop_router(settings)
+            step.result = (f"stopped after {final['totals']['recorded']} events" if final is not None
+                           else "was not running")
+            report.stopped.append("router")
     if state.serve_app and state.ray_session_id is None:
         # Someone else's cluster: remove our application and leave their Serve alone. On our own
         # head Serve goes with the head's processes (serve.shutdown() there can wait 30 s for nothing).

@@ -42,6 +42,7 @@ class StackState:
     model_version: str | None = None
     stream_name: str | None = None
     serve_app: str | None = None
+    router_name: str | None = None  # the alert router actor (alerting/router.py)
     serve_url: str | None = None
     simulator_pid: int | None = None
     simulator_log: str | None = None

@@ -66,6 +66,9 @@ class AlertEvent:
     score: float
     model_version: str | None
     evidence: dict[str, Any] = field(default_factory=dict)
+    # Wall clock when the reading that completed the evidence reached the broker (its record
+    # timestamp); the alert service measures delivery latency from it. None when unknown.
+    arrival_time: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +84,7 @@ class AlertEvent:
             "score": _finite_or_none(self.score),
             "model_version": self.model_version,
             "evidence": _json_safe(self.evidence),
+            "arrival_time_epoch": self.arrival_time,
         }
 
     def to_message(self) -> bytes:
@@ -116,10 +120,14 @@ class AlertEvent:
         if not isinstance(evidence, dict):
             raise MalformedAlert("bad_evidence", type(evidence).__name__)
         model = doc.get("model_version")
+        arrival = doc.get("arrival_time_epoch")
+        if arrival is not None and (isinstance(arrival, bool) or not isinstance(arrival, int | float)
+                                    or not math.isfinite(arrival)):
+            raise MalformedAlert("bad_arrival_time", repr(arrival))
         return cls(doc["alert_id"], doc["sensor_id"], doc["kind"], doc["severity"], doc["state"],
                    times["event_time_epoch"], times["detected_at_epoch"],
                    float("nan") if score is None else float(score), model if isinstance(model, str) else None,
-                   evidence)
+                   evidence, None if arrival is None else float(arrival))
 
 
 def _finite_or_none(value: float) -> float | None:

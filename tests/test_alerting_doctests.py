@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["alerting.lifecycle", "alerting.silences", "alerting.sensors", "alerting.notification",
-           "alerting.database", "alerting.store", "ingest.alert_message",
+           "alerting.database", "alerting.store", "alerting.router", "ingest.alert_message",
            "alerting.routing", "alerting.channels", "alerting.channels.webhook", "alerting.channels.alertmanager",
            "alerting.channels.email", "alerting.delivery"]
 

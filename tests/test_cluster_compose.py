@@ -19,11 +19,13 @@ from ingest.settings import REPO_ROOT
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-LONG_RUNNING = ("kafka", "ray-head", "ray-worker", "prometheus", "grafana")
+LONG_RUNNING = ("kafka", "postgres", "ray-head", "ray-worker", "prometheus", "grafana")
 
 
 def test_services():
-    assert set(SERVICES) == {"kafka", "ray-head", "ray-worker", "stack-init", "simulator", "prometheus", "grafana"}
+    assert set(SERVICES) == {"kafka", "postgres", "ray-head", "ray-worker", "stack-init", "simulator", "prometheus",
+                             "grafana"}
+    assert SERVICES["postgres"]["image"].startswith("postgres:")
     assert SERVICES["kafka"]["image"].startswith("apache/kafka:")
     assert SERVICES["prometheus"]["image"].startswith("prom/prometheus:")
     assert SERVICES["grafana"]["image"].startswith("grafana/grafana:")
@@ -45,6 +47,10 @@ def test_ray_nodes_carry_the_token_and_point_at_kafka():
         assert env["RAY_AUTH_MODE"] == "token"
         assert env["RAY_AUTH_TOKEN"].startswith("${RAY_AUTH_TOKEN:?"), "the token must be required, never defaulted"
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+        # The alert store is the postgres service, its password required, never defaulted.
+        dsn = env["SMOKE_ALERTING__STORE_DSN"]
+        assert dsn.startswith("postgresql+psycopg://smoke:${POSTGRES_PASSWORD:?")
+        assert dsn.endswith("@postgres:5432/smoke")
     for name in ("ray-head", "ray-worker"):
         env = SERVICES[name]["environment"]
         assert {k: env.get(k) for k in STREAM_NODE_ENV} == STREAM_NODE_ENV, name
@@ -72,6 +78,7 @@ def test_start_order():
     assert needs("ray-head") == {"kafka": "service_healthy"}
     assert needs("ray-worker") == {"ray-head": "service_healthy"}
     assert needs("stack-init")["ray-head"] == "service_healthy" and needs("stack-init")["kafka"] == "service_healthy"
+    assert needs("stack-init")["postgres"] == "service_healthy"
     assert needs("simulator")["stack-init"] == "service_completed_successfully"
     assert needs("prometheus") == {"ray-head": "service_healthy"}
     assert needs("grafana") == {"prometheus": "service_healthy"}

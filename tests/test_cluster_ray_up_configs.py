@@ -69,6 +69,18 @@ def test_config_installs_the_package_and_starts_ray_securely(path: Path):
         assert not any("ray stop" in command for command in commands)
 
 
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_puts_the_alert_store_in_postgresql(path: Path):
+    import re
+
+    from alerting.database import normalize_dsn
+
+    setup = " ".join(yaml.safe_load(path.read_text())["setup_commands"])
+    (dsn,) = re.findall(r"export SMOKE_ALERTING__STORE_DSN=(\S+?)'", setup)
+    url = normalize_dsn(dsn)
+    assert url.get_backend_name() == "postgresql" and url.password is None  # the password is in ~/.pgpass
+
+
 def test_a_broken_config_is_rejected():
     # The validation above must be able to fail: an unknown top-level key is a schema error.
     config = yaml.safe_load(CONFIGS[0].read_text())

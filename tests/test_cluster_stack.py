@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from actors.supervisor import STREAM_NODE_ENV
+from alerting.store import AlertStore
 from cluster.health import recent_alerts
 from cluster.local_ray import start_head, with_free_ports
 from cluster.processes import PROC, pid_alive, session_pids, stop_session
@@ -133,7 +134,7 @@ def test_up_starts_every_part_once(running: Running) -> None:
     assert state.ray_session_id and session_pids(state.ray_session_id)
     assert state.broker_pid and state.simulator_pid and state.model_version == "v0001"
     # The progress display leaves one line per step.
-    for step in ("Ray", "Kafka", "model", "stream", "serve", "simulator"):
+    for step in ("Ray", "Kafka", "model", "stream", "serve", "router", "simulator"):
         assert f"✓ {step}" in running.up.stderr
     assert "trained v0001 on generated data" in running.up.stderr
     print(f"smoke up took {running.up_seconds:.0f} s")
@@ -177,7 +178,7 @@ def test_alerts_predictions_metrics_status_and_jobs(running: Running) -> None:
     status = stack.smoke("status", "--json", timeout=120)
     checks = {c["part"]: c for c in json.loads(status.stdout)}
     assert status.returncode == 0, checks
-    for part in ("ray", "kafka", "stream", "serve", "model", "alerts", "metrics"):
+    for part in ("ray", "kafka", "stream", "serve", "router", "model", "alerts", "metrics"):
         assert checks[part]["healthy"] is True, checks[part]
 
     # A training job through the job API of the head, with the token (docs/operations.md).
@@ -190,6 +191,18 @@ def test_alerts_predictions_metrics_status_and_jobs(running: Running) -> None:
     listed = stack.smoke("alerts", "--minutes", "10", "--json", timeout=60)
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert {json.loads(line)["sensor_id"] for line in listed.stdout.splitlines()} & fires
+    # The alert router recorded the fire alerts into the store (the embedded default, a SQLite file).
+    router = stack.smoke("alerts", "router", "status", "--json", timeout=60)
+    assert router.returncode == 0, router.stderr[-2000:]
+    assert json.loads(router.stdout)["totals"]["recorded"] > 0
+    store = AlertStore.open(f"sqlite:///{stack.workdir / 'data' / 'alerts.db'}")
+    try:
+        stored = {i.sensor_id for i in store.list_incidents(kind="fire", limit=10_000)}
+        located = store.list_incidents(limit=1)[0].location
+    finally:
+        store.close()
+    assert stored & fires, f"no stored incident for the fire sensors {sorted(fires)}"
+    assert located.building, "incidents carry their place from configs/sensors.yaml"
     stream = stack.smoke("stream", "status", "--json", timeout=120)
     assert stream.returncode == 0, stream.stderr[-2000:]
     workers = json.loads(stream.stdout)["workers"]
@@ -245,6 +258,13 @@ def test_down_stops_everything_it_started(running: Running) -> None:
     assert stack.processes_mentioning_run_dir() == []
     assert stack.state() is None
     assert stack.smoke("down").stdout.startswith("smoke down: nothing to stop")
+    assert "router" in down.stdout
+    # What the router recorded outlives the stack: a new store on the same file has it all.
+    store = AlertStore.open(f"sqlite:///{stack.workdir / 'data' / 'alerts.db'}")
+    try:
+        assert store.list_incidents(kind="fire") and store.committed_offsets("smoke_alerts")
+    finally:
+        store.close()
 
 
 JOB_CLIENT = """
