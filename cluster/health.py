@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ def check_stack(settings: Settings, state: StackState, alert_window_s: float = A
     ray_up = checks[0].healthy
     checks.append(check_stream(settings, state) if ray_up else _unreachable("stream", state.stream_name))
     checks.append(check_serve(settings, state) if ray_up else _unreachable("serve", state.serve_app))
+    checks.append(check_operator(state) if ray_up else _unreachable("operator", state.operator_app))
     checks.append(check_model(settings))
     checks.append(check_alerts(settings, state, alert_window_s) if checks[1].healthy
                   else Check("alerts", None, "Kafka is not reachable"))
@@ -130,6 +132,20 @@ def check_serve(settings: Settings, state: StackState) -> Check:
                   + (f"; /health says {health.get('status')}" if isinstance(health, dict) else "; /health fails"))
 
 
+def check_operator(state: StackState) -> Check:
+    """The operator API answers /health and can read the alert store; the console page is served."""
+    if not state.operator_app:
+        return _not_started("operator", state)
+    health = _get_json(f"{state.operator_url}/health")
+    if not isinstance(health, dict):
+        return Check("operator", False, f"{state.operator_url}/health does not answer")
+    console = _get_status(f"{state.console_url}/") if state.console_url else None
+    healthy = health.get("status") == "healthy" and console == 200
+    return Check("operator", healthy, f"API at {state.operator_url}: {health.get('status')} (store "
+                                      f"{health.get('store')}); console at {state.console_url}/: "
+                                      + (f"HTTP {console}" if console else "does not answer"))
+
+
 def check_model(settings: Settings) -> Check:
     from cluster.initial_model import production_version
 
@@ -220,10 +236,26 @@ def check_metrics(state: StackState) -> Check:
 
 
 def _get_json(url: str) -> Any:
+    """The JSON body, also of an error answer (a 503 /health says why); None when nothing answers."""
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        try:
+            return json.loads(err.read())
+        except (OSError, ValueError):
+            return None
     except (OSError, ValueError):
+        return None
+
+
+def _get_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
         return None
 
 

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alerting.database import absolute_dsn
 from cluster.embedded_broker import forget_broker, running_broker, start_detached_broker
 from cluster.initial_model import production_version, train_initial_model
 from cluster.local_ray import RayStartError, ensure_auth_token, start_head, token_source
@@ -87,7 +88,7 @@ def up(settings: Settings, options: UpOptions, steps: Steps) -> StackState:
         raise
     settings = with_stack(settings, state)
     for part, starter in (("model", _start_model), ("stream", _start_stream), ("serve", _start_serve),
-                          ("simulator", _start_simulator)):
+                          ("operator", _start_operator), ("simulator", _start_simulator)):
         if part in options.skip or (part == "simulator" and not options.simulate):
             with steps.step(part) as step:
                 step.skip("skipped (--skip)" if part in options.skip else "skipped (--no-simulator)")
@@ -122,6 +123,8 @@ def with_stack(settings: Settings, state: StackState) -> Settings:
             "lake_dir": absolute(settings.stream.lake_dir)}),
         "train": settings.train.model_copy(update={"registry_dir": absolute(settings.train.registry_dir)}),
         "simulator": settings.simulator.model_copy(update={"out_dir": Path(settings.simulator.out_dir).resolve()}),
+        "alerting": settings.alerting.model_copy(update={
+            "store_dsn": absolute_dsn(settings.alerting.store_dsn)}),
     })
 
 
@@ -229,6 +232,24 @@ def _start_serve(settings: Settings, state: StackState, options: UpOptions, step
     step.result = f"{state.serve_app} at {state.serve_url}"
 
 
+def _start_operator(settings: Settings, state: StackState, options: UpOptions, step: StepHandle) -> None:
+    from serve.console.deployment import deploy_console
+    from serve.operator.deployment import deploy_operator
+
+    connect_driver(state.ray_address, settings.ray.namespace)
+    step.note("deploying the operator API and console")
+    serve_log = logging.getLogger("ray.serve")
+    serve_log.disabled = True
+    try:
+        state.operator_url = deploy_operator(settings)
+        state.operator_app = settings.alerting.operator_app_name
+        state.console_url = deploy_console(settings)
+        state.console_app = settings.alerting.console_app_name
+    finally:
+        serve_log.disabled = False
+    step.result = f"API at {state.operator_url}, console at {state.console_url}/"
+
+
 def _start_simulator(settings: Settings, state: StackState, options: UpOptions, step: StepHandle) -> None:
     import ingest.simulator  # noqa: F401 - fail here, not in the detached process, if it is missing
 
@@ -319,7 +340,9 @@ def _stop_through_ray(settings: Settings, state: StackState, steps: Steps, repor
         with steps.step("serve") as step:
             from ray import serve
 
-            serve.delete(state.serve_app)
+            for app in (state.serve_app, state.operator_app, state.console_app):
+                if app:
+                    serve.delete(app)
             step.result = f"application {state.serve_app} deleted"
             report.stopped.append("serve")
     disconnect_driver()

@@ -376,6 +376,30 @@ def _known_measurements(mapping: dict[str, Any]) -> dict[str, Any]:
     return mapping
 
 
+class AlertingSettings(Section):
+    """The alert service (alerting/): its store, the operator API and the console on Serve."""
+
+    # -- store (helper A's block; here until the store lands, so the operator API can name its DSN) --
+    store_dsn: str = Field("sqlite:///data/alerts.db", description="SQLAlchemy URL of the alert store: SQLite "
+                                                                  "(relative paths are taken from the project "
+                                                                  "root) or postgresql://")
+
+    # -- operator API and console (helper C's block) --
+    operator_app_name: str = Field("smoke-operator", min_length=1,
+                                   description="Serve application of the operator API (incidents, silences, "
+                                               "sensors, KPIs)")
+    operator_route_prefix: str = Field("/ops", pattern=r"^/[A-Za-z0-9._-]+$",
+                                       description="route prefix of the operator API on Serve's HTTP port")
+    console_app_name: str = Field("smoke-console", min_length=1,
+                                  description="Serve application of the operator console (a static page)")
+    console_route_prefix: str = Field("/console", pattern=r"^/[A-Za-z0-9._-]+$",
+                                      description="route prefix of the operator console on Serve's HTTP port")
+    console_poll_s: float = Field(0.5, gt=0, le=60, description="how often an open console page asks the "
+                                                                "operator API for changes")
+    operator_page_limit: int = Field(500, ge=1, le=10_000, description="incidents one GET /incidents page "
+                                                                       "returns at most")
+
+
 class Settings(Section):
     kafka: KafkaSettings = KafkaSettings()
     simulator: SimulatorSettings = SimulatorSettings()
@@ -384,6 +408,7 @@ class Settings(Section):
     serve: ServeSettings = ServeSettings()
     ray: RaySettings = RaySettings()
     detection: DetectionSettings = DetectionSettings()
+    alerting: AlertingSettings = AlertingSettings()
 
 
 class SettingsError(ValueError):

@@ -187,7 +187,7 @@ def test_alerts_predictions_metrics_status_and_jobs(running: Running) -> None:
     assert "v0002" in [line.strip() for line in job["logs"].splitlines()], job["logs"][-2000:]
 
     # Every other command finds the stack without flags.
-    listed = stack.smoke("alerts", "--minutes", "10", "--json", timeout=60)
+    listed = stack.smoke("alerts", "topic", "--minutes", "10", "--json", timeout=60)
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert {json.loads(line)["sensor_id"] for line in listed.stdout.splitlines()} & fires
     stream = stack.smoke("stream", "status", "--json", timeout=120)

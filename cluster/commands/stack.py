@@ -38,12 +38,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=_status, manages_stack=True)
 
-    alerts = subparsers.add_parser("alerts", help="alerts of the last minutes, read from the alerts topic")
-    alerts.add_argument("--minutes", type=float, default=10.0, help="how far back (default 10)")
-    alerts.add_argument("--bootstrap-servers", help="Kafka host:port (default: the running stack's)")
-    alerts.add_argument("--json", action="store_true", help="print JSON lines, one alert each")
-    alerts.set_defaults(func=_alerts)
-
     down = subparsers.add_parser("down", help="stop everything `smoke up` started")
     down.add_argument("--no-checkpoint", dest="graceful", action="store_false",
                       help="stop the stream without its final checkpoint (faster; it resumes from the last one)")
@@ -108,6 +102,8 @@ def print_started(state: StackState, settings) -> None:
         "model": (settings.train.registry_dir, f"production {state.model_version}" if state.model_version else ""),
         "stream": (f"namespace {state.namespace}", f"supervisor {state.stream_name}" if state.stream_name else ""),
         "serve": (state.serve_url or "", f"docs at {state.serve_url}/docs" if state.serve_url else ""),
+        "operator": (state.operator_url or "", f"console at {state.console_url}/, API docs at {state.operator_url}"
+                                               f"/docs" if state.operator_url else ""),
         "simulator": (state.simulator_log or "", f"pid {state.simulator_pid}" if state.simulator_pid else ""),
     }
     for part, (where, notes) in rows.items():
@@ -148,39 +144,6 @@ def _status(args: argparse.Namespace) -> int:
             table.add_row(check.part, marks[check.healthy], check.detail)
         Console().print(table)
     return 3 if any(c.healthy is False for c in checks) else 0
-
-
-def _alerts(args: argparse.Namespace) -> int:
-    from cluster.health import recent_alerts
-
-    _quiet(args.verbose)
-    # args.settings already carries the running stack's Kafka (cluster.cli attaches it).
-    bootstrap = args.bootstrap_servers or args.settings.kafka.bootstrap_servers
-    if not bootstrap:
-        print("smoke alerts: no Kafka: start the stack with `smoke up` or pass --bootstrap-servers", file=sys.stderr)
-        return 2
-    topic = args.settings.kafka.alerts_topic
-    try:
-        alerts = recent_alerts(bootstrap, topic, args.minutes * 60)
-    except Exception as err:  # kafka-python raises many types; one line is what the operator needs
-        print(f"smoke alerts: cannot read {topic} on {bootstrap}: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    if args.json:
-        for alert in alerts:
-            print(json.dumps(alert))
-        return 0
-    table = Table(title=f"{len(alerts)} alert messages on {topic} in the last {args.minutes:g} min",
-                  title_justify="left")
-    for column in ("event time", "sensor", "kind", "severity", "state", "score", "model", "alert id"):
-        table.add_column(column)
-    for alert in sorted(alerts, key=lambda a: str(a.get("event_time"))):
-        score = alert.get("score")
-        table.add_row(str(alert.get("event_time", "")), str(alert.get("sensor_id", "")), str(alert.get("kind", "")),
-                      str(alert.get("severity", "")), str(alert.get("state", "")),
-                      f"{score:.3f}" if isinstance(score, float) else str(score),
-                      str(alert.get("model_version") or ""), str(alert.get("alert_id", ""))[:12])
-    Console().print(table)
-    return 0
 
 
 def _down(args: argparse.Namespace) -> int:

@@ -1,0 +1,74 @@
+"""Helpers shared by the operator API, CLI and console tests: a real SQLite alert store, events recorded in
+it as the router records them (topic position and all), and the operator API and console deployed on real
+Serve. Nothing here is a fake.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from actors.alerts import CLEARED, CRITICAL, FIRE, RAISED, SILENT, STUCK, WARNING, AlertEvent, alert_id
+from alerting.sensors import SensorInfo
+from ingest.settings import Settings, load_settings
+
+TOPIC = "smoke_alerts"
+API_KEY = "operator-test-key"
+
+SENSORS = [
+    SensorInfo("op-kitchen", site="HQ", building="B", floor="2", zone="kitchen", description="by the hob"),
+    SensorInfo("op-lobby", site="HQ", building="A", floor="0", zone="lobby"),
+    SensorInfo("op-store", site="Depot", building="W", floor="1", zone="store room"),
+]
+
+FIRE_EVIDENCE = {"detectors": {"thresholds": {"pm2_5_ugm3": {"observed": 182.0, "threshold": 35.0}},
+                               "model": {"probability": {"observed": 0.97, "threshold": 0.5}}},
+                 "channels": ["heat", "particles"], "rule": "3 of 5 readings anomalous"}
+
+_offsets = itertools.count()
+
+
+def settings_for(dsn: str, port: int, api_keys: list[str] | None = None) -> Settings:
+    base = load_settings(environ={})
+    return base.model_copy(update={
+        "serve": base.serve.model_copy(update={"host": "127.0.0.1", "port": port, "api_keys": api_keys or []}),
+        "alerting": base.alerting.model_copy(update={"store_dsn": dsn, "console_poll_s": 0.25}),
+    })
+
+
+def sqlite_dsn(directory: Path) -> str:
+    return f"sqlite:///{directory / 'alerts.db'}"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    alert_id: str
+    sensor_id: str
+    kind: str
+
+
+def raise_alert(store, sensor_id: str, kind: str = FIRE, *, started: float | None = None,
+                evidence: dict | None = None, partition: int = 0) -> Recorded:
+    """Record a raised event as the router would (with a topic position), returning its ids."""
+    t0 = time.time() if started is None else started
+    aid = alert_id(sensor_id, kind, t0)
+    severity = CRITICAL if kind == FIRE else WARNING
+    event = AlertEvent(aid, sensor_id, kind, severity, RAISED, t0 + 3.0, time.time(), 2.5,
+                       "v0001" if kind == FIRE else None,
+                       evidence if evidence is not None else (FIRE_EVIDENCE if kind == FIRE else {
+                           "signals": {"temperature_c": {"identical_readings": 300, "value": 21.5}}}))
+    assert store.record_event(event, topic=TOPIC, partition=partition, offset=next(_offsets),
+                              arrival_time=time.time())
+    return Recorded(aid, sensor_id, kind)
+
+
+def clear_alert(store, recorded: Recorded, partition: int = 0) -> None:
+    now = time.time()
+    event = AlertEvent(recorded.alert_id, recorded.sensor_id, recorded.kind, "info", CLEARED, now, now, 0.0, None, {})
+    assert store.record_event(event, topic=TOPIC, partition=partition, offset=next(_offsets), arrival_time=now)
+
+
+__all__ = ["API_KEY", "FIRE", "SENSORS", "SILENT", "STUCK", "Recorded", "clear_alert", "raise_alert",
+           "settings_for", "sqlite_dsn"]
