@@ -6,7 +6,7 @@ const KEY_STORE = "smoke-console-api-key";
 const NAME_STORE = "smoke-console-operator";
 const TROUBLE = new Set(["sensor_stuck", "sensor_silent"]);
 const SEVERITY = { critical: 0, warning: 1, info: 2 };
-const KPI_REFRESH_MS = 5000;
+const KPI_REFRESH_MS = 2000;  // silences and KPIs: slower than the board, which is what must be live
 
 const state = {
   config: null,
@@ -264,7 +264,8 @@ function renderBoard(incidents) {
   $("board-empty").hidden = incidents.length > 0;
   $("board-count").textContent = incidents.length ? `(${incidents.length})` : "";
   renderUntrusted(incidents.filter((i) => TROUBLE.has(i.kind)), now);
-  announceFires(incidents.filter((i) => i.kind === "fire" && !i.acknowledged_at));
+  // A silenced incident (maintenance window) is shown but, like every other delivery, does not sound.
+  announceFires(incidents.filter((i) => i.kind === "fire" && !i.acknowledged_at && !i.silenced));
 }
 
 function renderUntrusted(troubles, now) {
