@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from actors.alerts import CLEARED, CRITICAL, FIRE, RAISED, SILENT, STUCK, WARNING, AlertEvent, alert_id
 from alerting.sensors import SensorInfo
+from ingest.alert_message import CLEARED, CRITICAL, FIRE, RAISED, SILENT, STUCK, WARNING, AlertEvent, alert_id
 from ingest.settings import Settings, load_settings
 
 TOPIC = "smoke_alerts"

@@ -103,7 +103,7 @@ def test_incidents_list_filters_and_paging(store, client):
     assert ids_of(zone="kitchen") >= {fire.alert_id} and stuck.alert_id not in ids_of(zone="kitchen")
     assert stuck.alert_id in ids_of(site="Depot") and fire.alert_id not in ids_of(site="Depot")
     assert {old.alert_id, fire.alert_id} <= ids_of(since="1h")
-    assert old.alert_id not in ids_of(since=f"{split:.3f}") and fire.alert_id in ids_of(since=f"{split:.3f}")
+    assert old.alert_id not in ids_of(since=repr(split)) and fire.alert_id in ids_of(since=repr(split))
     iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(split))
     assert old.alert_id in ids_of(until=iso) and fire.alert_id not in ids_of(until=iso)
     assert old.alert_id in ids_of(sensor_id="op-lobby") and fire.alert_id not in ids_of(sensor_id="op-lobby")

@@ -32,9 +32,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from actors.alerts import FIRE, SILENT, STUCK
 from alerting.lifecycle import OUTCOMES
 from alerting.time_window import format_instant, parse_duration, parse_instant
+from ingest.alert_message import FIRE, SILENT, STUCK
 
 KINDS = (FIRE, STUCK, SILENT)
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}

@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from actors.alerts import FIRE, SILENT, STUCK
 from alerting.lifecycle import OUTCOMES
+from ingest.alert_message import FIRE, SILENT, STUCK
 
 KINDS = (FIRE, STUCK, SILENT)
 Kind = Literal["fire", "sensor_stuck", "sensor_silent"]
