@@ -1,6 +1,7 @@
-"""``smoke alerts``: the operator's commands through the CLI's entry point (``cluster.cli.main``, settings from
-the environment as a user sets them) against a real SQLite alert store written the way the router writes it.
-Each command opens the store anew, so what they show is what survives a restart.
+"""``smoke alerts``: the operator's commands through the CLI's entry point (``cluster.cli.main``, settings
+from the environment as a user sets them) against a real alert store (a SQLite file, and PostgreSQL 15 on a
+free port) written the way the router writes it. Each command opens the store anew, so what they show is
+what survives a restart.
 """
 
 from __future__ import annotations
@@ -21,13 +22,19 @@ class Run:
     stderr: str
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def dsn(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return sqlite_dsn(tmp_path)
+    return request.getfixturevalue("postgres_server").new_database()
+
+
 @pytest.fixture
-def store_env(tmp_path, monkeypatch, capsys):
+def store_env(dsn, tmp_path, monkeypatch, capsys):
     """An alert store, and ``smoke(*args)`` running ``smoke alerts ARGS`` with the settings pointing at it."""
     from alerting.store import AlertStore
     from cluster.cli import main
 
-    dsn = sqlite_dsn(tmp_path)
     store = AlertStore.open(dsn)
     for sensor in SENSORS:
         store.upsert_sensor(sensor)
