@@ -5,7 +5,8 @@ browser download), served by real Serve beside the operator API, against a real 
 - a fire recorded in the store (as the router records it) appears on the board, with where it is and its
   evidence; the time from recording to the board is measured and printed;
 - acknowledging it in the page writes the store and shows on every other open page;
-- a silence made in the page is in the store and the next fire in that zone is recorded silenced;
+- a silence made in the page is in the store, and the next fire in that zone is recorded and shown but
+  queues no delivery (a fire elsewhere does);
 - a refused form names the field; the incident detail shows the timeline;
 - at phone width nothing is wider than the screen and the actions can be used.
 
@@ -39,12 +40,19 @@ def screenshot_dir() -> Path | None:
     return (REPO_ROOT / where) if where else None
 
 
+class EveryAlertToWebhook:
+    """The routing rule of this test's store: every notification to one channel, so deliveries are queued."""
+
+    def channels_for(self, notification) -> list[str]:
+        return ["webhook"]
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     from alerting.store import AlertStore
 
     dsn = sqlite_dsn(tmp_path_factory.mktemp("console"))
-    opened = AlertStore.open(dsn)
+    opened = AlertStore.open(dsn, routing=EveryAlertToWebhook())
     for sensor in SENSORS:
         opened.upsert_sensor(sensor)
     try:
@@ -162,6 +170,7 @@ def test_fire_reaches_the_board_and_acknowledging_updates_store_and_other_pages(
     page.wait_for_selector("#detail:not([hidden]) .timeline li")
     timeline = page.inner_text("#detail .timeline")
     assert timeline.index("raised") < timeline.index("acknowledged by ana: nuisance")
+    assert "raised → webhook: pending" in timeline
 
     # Resolving takes it off the board of every page.
     item.locator("button.resolve").click()
@@ -189,7 +198,10 @@ def test_silence_from_the_page_and_refused_input_names_the_field(browser, consol
     assert made.zone == "store room" and made.created_by == "ana"
     assert made.ends_at - made.starts_at == pytest.approx(3600, abs=5)
     fire = raise_alert(alert_store, "op-store", FIRE)
-    assert alert_store.incident(fire.alert_id).incident.silenced is True
+    silenced = alert_store.incident(fire.alert_id)
+    assert silenced.incident.silenced is True and silenced.deliveries == []  # recorded, shown, not delivered
+    elsewhere = raise_alert(alert_store, "op-lobby", FIRE)
+    assert [d.channel for d in alert_store.incident(elsewhere.alert_id).deliveries] == ["webhook"]
     card(page, fire.alert_id).wait_for(timeout=BOARD_TIMEOUT_MS)
     assert card(page, fire.alert_id).locator(".silenced").is_visible()
 
