@@ -241,6 +241,23 @@ def test_kpis_and_metrics(store, client):
     assert 'smoke_alert_ack_time_seconds{quantile="0.5"}' in text
 
 
+def test_kpis_exported_as_ray_metrics(store, client, ray_cluster):
+    # The replica publishes the KPIs as Ray gauges every few seconds (Prometheus scrapes them with Ray's).
+    assert client.get("/kpis").json()["unacknowledged"] >= 1
+    port = ray_cluster.head_node.metrics_export_port
+    wanted = ("ray_smoke_alert_incidents_unacknowledged{", "ray_smoke_alert_incidents_open{",
+              "ray_smoke_alert_devices_flagged{", 'quantile="0.5"')
+    deadline = time.monotonic() + 60
+    text = ""
+    while time.monotonic() < deadline and not all(w in text for w in wanted):
+        time.sleep(2)
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert [w for w in wanted if w not in text] == [], f"not exported at :{port}/metrics"
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("ray_smoke_alert_incidents_unacknowledged{")]
+    assert max(values) >= 1
+
+
 def test_openapi_describes_every_route(base_url):
     spec = httpx.get(f"{base_url}/openapi.json").json()
     paths = spec["paths"]

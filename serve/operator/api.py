@@ -7,6 +7,11 @@ prediction API's one body shape (:mod:`serve.errors`), API keys and rate limits 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
@@ -15,13 +20,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from ingest.settings import ServeSettings
 from serve.auth import OPEN_PATHS, ApiGuard
 from serve.errors import install_error_handlers
-from serve.operator.metrics import OperatorMetrics, RequestCounter
+from serve.metrics import GAUGE_REFRESH_S
+from serve.operator.metrics import KpiGauges, OperatorMetrics, RequestCounter
 from serve.operator.routes import health, incidents, kpis, sensors, silences
 from serve.rate_limit import RateLimiter
 from serve.routes.health import SERVICE_VERSION
 
 if TYPE_CHECKING:
     from alerting.store import AlertStore
+
+logger = logging.getLogger(__name__)
 
 DESCRIPTION = ("The alert service for the people on duty: incidents with their events, evidence, acknowledgements "
                "and deliveries; acknowledge (with a BS 5839-1 outcome) and resolve; silences (maintenance windows); "
@@ -31,13 +39,27 @@ DESCRIPTION = ("The alert service for the people on duty: incidents with their e
 
 
 def create_operator_api(store: AlertStore, settings: ServeSettings, page_limit: int, route_prefix: str = "",
-                        metrics: OperatorMetrics | None = None) -> FastAPI:
+                        metrics: OperatorMetrics | None = None, kpi_gauges: KpiGauges | None = None) -> FastAPI:
     """The FastAPI app of the operator API around ``store``.
 
     ``route_prefix`` is where Serve mounts it (``/ops``): the guard sees full paths, so the
-    open paths (``/health``, the API description) are listed with and without it.
+    open paths (``/health``, the API description) are listed with and without it. With
+    ``kpi_gauges`` (in a Serve replica) the KPIs are published as Ray metrics every few seconds.
     """
-    app = FastAPI(title="Smoke detection operator API", version=SERVICE_VERSION, description=DESCRIPTION)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_publish_kpis(store, kpi_gauges)) if kpi_gauges is not None else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(title="Smoke detection operator API", version=SERVICE_VERSION, description=DESCRIPTION,
+                  lifespan=lifespan)
     app.state.store = store
     app.state.page_limit = page_limit
     app.state.metrics = metrics or OperatorMetrics()
@@ -57,3 +79,14 @@ def create_operator_api(store: AlertStore, settings: ServeSettings, page_limit: 
     # Outermost: every answer is counted, the guard's 401/403/429 too.
     app.add_middleware(RequestCounter, metrics=app.state.metrics)
     return app
+
+
+async def _publish_kpis(store: AlertStore, gauges: KpiGauges) -> None:
+    """Every ``GAUGE_REFRESH_S``: read the KPIs from the store (in a thread) and set the Ray gauges."""
+    while True:
+        try:
+            gauges.publish(await asyncio.to_thread(store.kpis, time.time()))
+        except Exception as err:  # keep publishing: the store may be back at the next turn
+            logger.error("operator: cannot read the KPIs from the alert store, will retry in %.0f s: %s: %s",
+                         GAUGE_REFRESH_S, type(err).__name__, err)
+        await asyncio.sleep(GAUGE_REFRESH_S)

@@ -48,8 +48,10 @@ class OperatorApi:
 
     def __serve_build_asgi_app__(self):
         from serve.operator.api import create_operator_api
+        from serve.operator.metrics import KpiGauges
 
-        return create_operator_api(self.store, self.config.serve, self.config.page_limit, self.config.route_prefix)
+        return create_operator_api(self.store, self.config.serve, self.config.page_limit, self.config.route_prefix,
+                                   kpi_gauges=KpiGauges())
 
     def __del__(self) -> None:
         store = getattr(self, "store", None)

@@ -1,8 +1,11 @@
-"""The operator API's ``GET /metrics``: its request counters and the alert service's KPIs, in Prometheus text.
+"""The operator API's metrics: its request counters, and the alert service's KPIs.
 
-The KPIs (unacknowledged incidents, time to acknowledge, unwanted alarms per 100 detectors
-per year, devices flagged under BS 5839-1) are read from the store when Prometheus scrapes,
-so every replica reports the same figures: the store is their one home, not a counter here.
+The KPIs (open and unacknowledged incidents, time to acknowledge, unwanted alarms per 100
+detectors per year, devices flagged under BS 5839-1) are read from the store, their one home,
+never counted here. They are exported twice: as ``smoke_alert_*`` gauges in the replica's
+``GET /ops/metrics`` (read at scrape time), and as Ray metrics (:class:`KpiGauges`, exported
+as ``ray_smoke_alert_*`` at Ray's metrics port with the other series of docs/metrics.md, so
+Prometheus, the alert rules and Grafana get them through Ray's service discovery).
 """
 
 from __future__ import annotations
@@ -49,6 +52,36 @@ class OperatorMetrics:
             *kpi_lines,
         ]
         return ("\n".join(lines) + "\n").encode()
+
+
+class KpiGauges:
+    """The KPIs as Ray gauges; :meth:`publish` sets them (again: Ray drops a gauge not set for 20 s)."""
+
+    def __init__(self) -> None:
+        from ray.serve import metrics
+
+        self.open = metrics.Gauge("smoke_alert_incidents_open", "incidents someone still has to act on")
+        self.unacknowledged = metrics.Gauge("smoke_alert_incidents_unacknowledged",
+                                            "open incidents nobody has acknowledged")
+        self.unwanted_rate = metrics.Gauge("smoke_alert_unwanted_per_100_detectors_per_year",
+                                           "unwanted fire alarms per 100 detectors per year (BS 5839-1), tests "
+                                           "excluded")
+        self.flagged = metrics.Gauge("smoke_alert_devices_flagged",
+                                     "detectors with 3 or more unwanted alarms in 12 months")
+        self.ack_time = metrics.Gauge("smoke_alert_ack_time_seconds",
+                                      "time from recorded to acknowledged over 12 months, by quantile",
+                                      tag_keys=("quantile",))
+
+    def publish(self, kpis: Any) -> None:
+        self.open.set(kpis.open_incidents)
+        self.unacknowledged.set(kpis.unacknowledged)
+        self.flagged.set(len(kpis.flagged_devices))
+        # No figure yet (no detectors, nothing acknowledged) is left unset, never exported as 0.
+        if kpis.unwanted_per_100_detectors_per_year is not None:
+            self.unwanted_rate.set(kpis.unwanted_per_100_detectors_per_year)
+        for quantile, value in (("0.5", kpis.ack_time_p50_s), ("0.95", kpis.ack_time_p95_s)):
+            if value is not None:
+                self.ack_time.set(value, tags={"quantile": quantile})
 
 
 def gauge(name: str, help_text: str, samples: list[tuple[dict[str, str], Any]]) -> list[str]:
