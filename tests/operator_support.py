@@ -30,12 +30,34 @@ FIRE_EVIDENCE = {"detectors": {"thresholds": {"pm2_5_ugm3": {"observed": 182.0, 
 _offsets = itertools.count()
 
 
-def settings_for(dsn: str, port: int, api_keys: list[str] | None = None) -> Settings:
+def settings_for(dsn: str, port: int, api_keys: list[str] | None = None, lake_dir: Path | None = None) -> Settings:
     base = load_settings(environ={})
-    return base.model_copy(update={
+    update = {
         "serve": base.serve.model_copy(update={"host": "127.0.0.1", "port": port, "api_keys": api_keys or []}),
         "alerting": base.alerting.model_copy(update={"store_dsn": dsn, "console_poll_s": 0.25}),
-    })
+    }
+    if lake_dir is not None:
+        update["stream"] = base.stream.model_copy(update={"lake_dir": str(lake_dir)})
+    return base.model_copy(update=update)
+
+
+def write_readings(lake_dir: Path, sensor_id: str, start: float, seconds: int, fire_from: float) -> None:
+    """A sensor's readings (one a second) in the Parquet lake as the stream writes them; from ``fire_from``
+    on the particles and the heat rise."""
+    import numpy as np
+    import pandas as pd
+
+    from ingest.lake import stream_key, write_lake_file
+    from ingest.schema import MEASUREMENTS
+
+    t = start + np.arange(seconds, dtype=float)
+    burning = t >= fire_from
+    frame = pd.DataFrame({"sensor_id": sensor_id, "timestamp": t,
+                          **{m: np.full(seconds, 1.0) for m in MEASUREMENTS}})
+    frame["temperature_c"] = np.where(burning, 21.0 + (t - fire_from) * 0.2, 21.0)
+    frame["pm2_5_ugm3"] = np.where(burning, 5.0 + (t - fire_from) * 3.0, 5.0)
+    frame["humidity_pct"] = 45.0
+    write_lake_file(lake_dir, stream_key(0, int(start), int(start) + seconds), frame)
 
 
 def sqlite_dsn(directory: Path) -> str:

@@ -7,7 +7,8 @@ browser download), served by real Serve beside the operator API, against a real 
 - acknowledging it in the page writes the store and shows on every other open page;
 - a silence made in the page is in the store, and the next fire in that zone is recorded and shown but
   queues no delivery (a fire elsewhere does);
-- a refused form names the field; the incident detail shows the timeline;
+- a refused form names the field; the incident detail draws the sensor's readings from the Parquet lake
+  with the raise mark, and shows the timeline;
 - at phone width nothing is wider than the screen and the actions can be used.
 
 With ``SMOKE_CONSOLE_SCREENSHOTS=docs`` the tests write the screenshots shown in docs/console.md.
@@ -24,7 +25,7 @@ import pytest
 from ingest.settings import REPO_ROOT
 from serve.console.deployment import deploy_console
 from serve.operator.deployment import deploy_operator
-from tests.operator_support import API_KEY, FIRE, SENSORS, SILENT, raise_alert, settings_for, sqlite_dsn
+from tests.operator_support import API_KEY, FIRE, SENSORS, SILENT, raise_alert, settings_for, sqlite_dsn, write_readings
 from tests.serve_support import free_port, start_serve
 
 pytestmark = pytest.mark.integration
@@ -62,13 +63,18 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def console_url(ray_cluster, store):
+def lake_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("console-lake")
+
+
+@pytest.fixture(scope="module")
+def console_url(ray_cluster, store, lake_dir):
     from ray import serve
 
     _, dsn = store
     port = free_port()
     start_serve(port)
-    settings = settings_for(dsn, port, [API_KEY])
+    settings = settings_for(dsn, port, [API_KEY], lake_dir=lake_dir)
     deploy_operator(settings, overrides={"num_replicas": 1})
     url = deploy_console(settings, overrides={"num_replicas": 1})
     try:
@@ -121,8 +127,9 @@ def test_wrong_key_shows_a_login_error_and_no_data(browser, console_url, store):
 
 
 def test_fire_reaches_the_board_and_acknowledging_updates_store_and_other_pages(browser, console_url, store,
-                                                                                 reliability_record):
+                                                                                 lake_dir, reliability_record):
     alert_store, _ = store
+    write_readings(lake_dir, "op-kitchen", time.time() - 600, 600, fire_from=time.time() - 90)
     page = logged_in(browser, console_url)
     other = logged_in(browser, console_url, name="bo")
     recorded_at = time.monotonic()
@@ -168,6 +175,12 @@ def test_fire_reaches_the_board_and_acknowledging_updates_store_and_other_pages(
     # The detail shows the timeline: raised, then acknowledged.
     item.locator("button.details").click()
     page.wait_for_selector("#detail:not([hidden]) .timeline li")
+    # ... and draws the sensor's readings from the lake, with the raise mark.
+    page.wait_for_selector('#detail svg.plot[data-channel="pm2_5_ugm3"] path.series')
+    assert page.locator("#detail svg.plot line.mark.raise").count() == 5
+    assert len(page.get_attribute('#detail svg.plot[data-channel="pm2_5_ugm3"] path.series', "d")) > 1000
+    if shots:
+        page.locator("#detail").screenshot(path=str(shots / "console-detail.png"))
     timeline = page.inner_text("#detail .timeline")
     assert timeline.index("raised") < timeline.index("acknowledged by ana: nuisance")
     assert "raised → webhook: pending" in timeline

@@ -18,7 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serve.operator.deployment import deploy_operator
-from tests.operator_support import API_KEY, FIRE, SENSORS, STUCK, clear_alert, raise_alert, settings_for, sqlite_dsn
+from tests.operator_support import (
+    API_KEY,
+    FIRE,
+    SENSORS,
+    STUCK,
+    clear_alert,
+    raise_alert,
+    settings_for,
+    sqlite_dsn,
+    write_readings,
+)
 from tests.serve_support import free_port, start_serve
 
 pytestmark = pytest.mark.integration
@@ -45,12 +55,17 @@ def store(dsn):
 
 
 @pytest.fixture(scope="module")
-def base_url(ray_cluster, store, dsn):
+def lake_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("operator-lake")
+
+
+@pytest.fixture(scope="module")
+def base_url(ray_cluster, store, dsn, lake_dir):
     from ray import serve
 
     port = free_port()
     start_serve(port)
-    settings = settings_for(dsn, port, [API_KEY])
+    settings = settings_for(dsn, port, [API_KEY], lake_dir=lake_dir)
     url = deploy_operator(settings, overrides={"num_replicas": 1})
     try:
         yield url
@@ -155,6 +170,26 @@ def test_detail_ack_and_resolve(store, client):
     assert r.status_code == 200 and r.json()["state"] == "resolved" and r.json()["resolved_by"] == "ana"
     assert fire.alert_id not in {i["alert_id"] for i in client.get("/incidents", params={"state": "open"})
                                  .json()["incidents"]}
+
+
+def test_readings_around_an_incident_from_the_lake(store, client, lake_dir):
+    now = time.time()
+    write_readings(lake_dir, "op-kitchen", now - 900, 900, fire_from=now - 120)
+    fire = raise_alert(store, "op-kitchen", FIRE, started=now - 60)
+    body = client.get(f"/incidents/{fire.alert_id}/readings", params={"before_s": 300, "after_s": 0}).json()
+    assert body["sensor_id"] == "op-kitchen" and body["raised_at"] == pytest.approx(now - 57)
+    assert body["note"] is None and "pm2_5_ugm3" in body["channels"]
+    ts = body["timestamps"]
+    assert len(ts) > 250 and ts == sorted(ts) and ts[0] >= body["start"] and ts[-1] < body["end"]
+    pm = dict(zip(ts, body["values"]["pm2_5_ugm3"], strict=True))
+    assert pm[min(ts)] == 5.0 and max(pm.values()) > 100  # the rise is in the window
+    thinned = client.get(f"/incidents/{fire.alert_id}/readings", params={"max_points": 50}).json()
+    assert len(thinned["timestamps"]) == 50
+    other = raise_alert(store, "op-lobby", FIRE)
+    empty = client.get(f"/incidents/{other.alert_id}/readings").json()
+    assert empty["timestamps"] == [] and "no readings of op-lobby" in empty["note"]
+    assert_error(client.get("/incidents/0123456789abcdef/readings"), 404, "alert_id")
+    assert_error(client.get(f"/incidents/{fire.alert_id}/readings", params={"max_points": 1}), 422, "max_points")
 
 
 def test_unknown_incident_is_404_and_bad_ack_is_422_with_nothing_written(store, client):
@@ -263,6 +298,7 @@ def test_openapi_describes_every_route(base_url):
     paths = spec["paths"]
     for path, methods in {"/incidents": {"get"}, "/incidents/{alert_id}": {"get"},
                           "/incidents/{alert_id}/ack": {"post"}, "/incidents/{alert_id}/resolve": {"post"},
+                          "/incidents/{alert_id}/readings": {"get"},
                           "/silences": {"get", "post"}, "/silences/{silence_id}": {"delete"},
                           "/sensors": {"get"}, "/sensors/{sensor_id}": {"get", "put", "delete"},
                           "/kpis": {"get"}, "/health": {"get"}, "/metrics": {"get"}}.items():

@@ -22,7 +22,7 @@ from serve.auth import OPEN_PATHS, ApiGuard
 from serve.errors import install_error_handlers
 from serve.metrics import GAUGE_REFRESH_S
 from serve.operator.metrics import KpiGauges, OperatorMetrics, RequestCounter
-from serve.operator.routes import health, incidents, kpis, sensors, silences
+from serve.operator.routes import health, incidents, kpis, readings, sensors, silences
 from serve.rate_limit import RateLimiter
 from serve.routes.health import SERVICE_VERSION
 
@@ -39,12 +39,14 @@ DESCRIPTION = ("The alert service for the people on duty: incidents with their e
 
 
 def create_operator_api(store: AlertStore, settings: ServeSettings, page_limit: int, route_prefix: str = "",
-                        metrics: OperatorMetrics | None = None, kpi_gauges: KpiGauges | None = None) -> FastAPI:
+                        metrics: OperatorMetrics | None = None, kpi_gauges: KpiGauges | None = None,
+                        lake_dir: str | None = None) -> FastAPI:
     """The FastAPI app of the operator API around ``store``.
 
     ``route_prefix`` is where Serve mounts it (``/ops``): the guard sees full paths, so the
     open paths (``/health``, the API description) are listed with and without it. With
     ``kpi_gauges`` (in a Serve replica) the KPIs are published as Ray metrics every few seconds.
+    ``lake_dir`` is the Parquet lake the readings around an incident are read from.
     """
 
     @contextlib.asynccontextmanager
@@ -62,8 +64,9 @@ def create_operator_api(store: AlertStore, settings: ServeSettings, page_limit: 
                   lifespan=lifespan)
     app.state.store = store
     app.state.page_limit = page_limit
+    app.state.lake_dir = lake_dir
     app.state.metrics = metrics or OperatorMetrics()
-    for module in (health, incidents, silences, sensors, kpis):
+    for module in (health, incidents, readings, silences, sensors, kpis):
         app.include_router(module.router)
     install_error_handlers(app, retry_after_s=1.0)
     if settings.api_keys or settings.rate_limit_per_minute:

@@ -32,6 +32,7 @@ class OperatorConfig(BaseModel):
     store_dsn: str  # SQLite paths absolute
     route_prefix: str
     page_limit: int
+    lake_dir: str  # absolute, or a filesystem URI: the readings around an incident
 
 
 # No options here: they come from configs/serve.yaml, their one home.
@@ -51,7 +52,7 @@ class OperatorApi:
         from serve.operator.metrics import KpiGauges
 
         return create_operator_api(self.store, self.config.serve, self.config.page_limit, self.config.route_prefix,
-                                   kpi_gauges=KpiGauges())
+                                   kpi_gauges=KpiGauges(), lake_dir=self.config.lake_dir)
 
     def __del__(self) -> None:
         store = getattr(self, "store", None)
@@ -60,11 +61,15 @@ class OperatorApi:
 
 
 def build_operator_app(serve_settings: ServeSettings, store_dsn: str, route_prefix: str, page_limit: int,
-                       overrides: dict[str, Any] | None = None,
+                       lake_dir: str, overrides: dict[str, Any] | None = None,
                        serve_config: str | Path = SERVE_CONFIG) -> Application:
-    """The application for settings in hand, with the deployment options of the Serve config."""
+    """The application for settings in hand, with the deployment options of the Serve config.
+
+    Relative paths (a SQLite store, the lake) are taken from the project root, as ``serve deploy`` runs it.
+    """
+    lake = lake_dir if "://" in lake_dir else str((REPO_ROOT / lake_dir).resolve())
     config = OperatorConfig(serve=serve_settings, store_dsn=absolute_dsn(store_dsn, REPO_ROOT),
-                            route_prefix=route_prefix, page_limit=page_limit)
+                            route_prefix=route_prefix, page_limit=page_limit, lake_dir=lake)
     options = {**deployment_options(serve_config, IMPORT_PATH), **(overrides or {})}
     return OperatorApi.options(**options).bind(config)
 
@@ -89,4 +94,4 @@ def app_builder(args: BuilderArgs | dict[str, Any]) -> Application:
     settings = load_settings(str(REPO_ROOT / path) if path and not Path(path).is_absolute() else path)
     alerting = settings.alerting
     return build_operator_app(settings.serve, args.store_dsn or alerting.store_dsn, alerting.operator_route_prefix,
-                              alerting.operator_page_limit)
+                              alerting.operator_page_limit, settings.stream.lake_dir)

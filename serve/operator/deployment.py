@@ -38,7 +38,7 @@ def deploy_operator(settings: Settings, serve_config: str | Path = SERVE_CONFIG,
     s, alerting = settings.serve, settings.alerting
     serve.start(http_options={"host": s.host, "port": s.port})
     app = build_operator_app(s, alerting.store_dsn, alerting.operator_route_prefix, alerting.operator_page_limit,
-                             overrides, serve_config)
+                             settings.stream.lake_dir, overrides, serve_config)
     serve.run(app, name=alerting.operator_app_name, route_prefix=alerting.operator_route_prefix, blocking=False)
     url = operator_url(settings)
     logger.info("serve: application %s running at %s", alerting.operator_app_name, url)

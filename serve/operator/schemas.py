@@ -125,6 +125,21 @@ class IncidentDetailOut(Out):
     deliveries: list[DeliveryOut]
 
 
+class ReadingsOut(Out):
+    """One sensor's readings around an incident (the console's plot)."""
+
+    alert_id: str
+    sensor_id: str
+    start: float
+    end: float
+    raised_at: float | None
+    cleared_at: float | None
+    channels: list[str]
+    timestamps: list[float]
+    values: dict[str, list[float | None]] = Field(description="channel -> values at ``timestamps`` (null: missing)")
+    note: str | None = Field(description="why there are no readings, when there are none")
+
+
 class AckRequest(In):
     by: str = Name
     outcome: Outcome = Field(description="fire | nuisance | equipment_fault | test | unknown (BS 5839-1)")

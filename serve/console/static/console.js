@@ -497,11 +497,68 @@ async function showDetail(alertId) {
       li.append(t, what);
       timeline.append(li);
     }
-    body.replaceChildren(head, evidence, timeline);
+    const plot = document.createElement("div");
+    plot.className = "readings";
+    plot.textContent = "loading the readings…";
+    body.replaceChildren(head, evidence, plot, timeline);
+    loadReadings(alertId, plot);
     $("detail-title").textContent = `Incident at ${i.location.label || i.sensor_id}`;
   } catch (err) {
     body.textContent = err.message;
   }
+}
+
+// -- readings plot ------------------------------------------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+const CHANNEL_LABELS = {
+  pm2_5_ugm3: "PM2.5 (µg/m³)", temperature_c: "temperature (°C)", tvoc_ppb: "TVOC (ppb)",
+  eco2_ppm: "eCO2 (ppm)", humidity_pct: "humidity (%)",
+};
+
+async function loadReadings(alertId, into) {
+  try {
+    const r = await api(`/incidents/${encodeURIComponent(alertId)}/readings`);
+    if (state.detailId !== alertId) return;
+    if (!r.timestamps.length) { into.textContent = r.note || "no readings"; return; }
+    into.replaceChildren(...r.channels.map((c) => channelPlot(r, c)));
+  } catch (err) {
+    into.textContent = err.message;
+  }
+}
+
+function svgEl(name, attrs) {
+  const el = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  return el;
+}
+
+function channelPlot(r, channel) {
+  // One small plot a channel, with the raise (red) and clear (green) marks; gaps stay gaps.
+  const W = 600, H = 90, PAD = 4;
+  const values = r.values[channel];
+  const present = values.filter((v) => v != null);
+  const lo = Math.min(...present), hi = Math.max(...present);
+  const x = (t) => PAD + ((t - r.start) / (r.end - r.start)) * (W - 2 * PAD);
+  const y = (v) => H - PAD - (hi === lo ? 0.5 : (v - lo) / (hi - lo)) * (H - 2 * PAD);
+  const figure = document.createElement("figure");
+  const caption = document.createElement("figcaption");
+  caption.textContent = `${CHANNEL_LABELS[channel] || channel}: ${round(lo)} – ${round(hi)}`;
+  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": caption.textContent,
+    preserveAspectRatio: "none", class: "plot", "data-channel": channel });
+  let d = "", pen = false;
+  r.timestamps.forEach((t, k) => {
+    const v = values[k];
+    if (v == null) { pen = false; return; }
+    d += `${pen ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`;
+    pen = true;
+  });
+  svg.append(svgEl("path", { d, class: "series" }));
+  for (const [at, cls] of [[r.raised_at, "raise"], [r.cleared_at, "clear"]]) {
+    if (at != null) svg.append(svgEl("line", { x1: x(at), x2: x(at), y1: 0, y2: H, class: `mark ${cls}` }));
+  }
+  figure.append(caption, svg);
+  return figure;
 }
 
 // -- start --------------------------------------------------------------------------------------
