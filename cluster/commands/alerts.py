@@ -54,7 +54,7 @@ def register_operator_commands(sub: argparse._SubParsersAction) -> None:
     _listing_options(listing)
     listing.set_defaults(func=_open_incidents)
 
-    history = sub.add_parser("history", help="incidents raised in a time window, in every state")
+    history = sub.add_parser("history", help="incidents recorded in a time window, in every state")
     _listing_options(history)
     history.add_argument("--since", default="24h", help="2h (ago), an ISO 8601 time or epoch seconds (default 24h)")
     history.add_argument("--until", help="same forms; default now")
