@@ -152,6 +152,10 @@ def test_fire_reaches_the_board_and_acknowledging_updates_store_and_other_pages(
     order = page.eval_on_selector_all("li.incident", "els => els.map(e => e.dataset.alertId)")
     assert order.index(fire.alert_id) < order.index(silent.alert_id)
     assert "silent: Depot, W, floor 1, store room" in page.inner_text("#untrusted")
+    # Sensors by zone: the kitchen reported (readings in the lake), the store room is silent.
+    page.wait_for_selector('#fleet li[data-sensor-id="op-store"].untrusted', timeout=BOARD_TIMEOUT_MS)
+    assert "silent" in page.inner_text('#fleet li[data-sensor-id="op-store"]')
+    assert "last reading" in page.text_content('#fleet li[data-sensor-id="op-kitchen"]')
     shots = screenshot_dir()
     if shots:
         page.screenshot(path=str(shots / "console-board.png"), full_page=True)

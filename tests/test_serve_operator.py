@@ -55,8 +55,8 @@ def store(dsn):
 
 
 @pytest.fixture(scope="module")
-def lake_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("operator-lake")
+def lake_dir(dsn, tmp_path_factory):
+    return tmp_path_factory.mktemp("operator-lake")  # one per store
 
 
 @pytest.fixture(scope="module")
@@ -185,11 +185,28 @@ def test_readings_around_an_incident_from_the_lake(store, client, lake_dir):
     assert pm[min(ts)] == 5.0 and max(pm.values()) > 100  # the rise is in the window
     thinned = client.get(f"/incidents/{fire.alert_id}/readings", params={"max_points": 50}).json()
     assert len(thinned["timestamps"]) == 50
-    other = raise_alert(store, "op-lobby", FIRE)
+    other = raise_alert(store, "op-store", FIRE)
     empty = client.get(f"/incidents/{other.alert_id}/readings").json()
-    assert empty["timestamps"] == [] and "no readings of op-lobby" in empty["note"]
+    assert empty["timestamps"] == [] and "no readings of op-store" in empty["note"]
     assert_error(client.get("/incidents/0123456789abcdef/readings"), 404, "alert_id")
     assert_error(client.get(f"/incidents/{fire.alert_id}/readings", params={"max_points": 1}), 422, "max_points")
+
+
+def test_fleet_by_zone_with_last_reading_age_and_trouble(store, client, lake_dir):
+    now = time.time()
+    write_readings(lake_dir, "op-lobby", now - 60, 50, fire_from=now + 10)
+    raise_alert(store, "op-store", STUCK)
+    body = client.get("/fleet", params={"window_s": 300}).json()
+    assert body["note"] is None
+    zones = {(z["site"], z["zone"]): z["sensors"] for z in body["zones"]}
+    [lobby] = zones[("HQ", "lobby")]
+    assert lobby["label"] == "HQ, A, floor 0, lobby" and lobby["trusted"] is True
+    assert 5 <= lobby["age_s"] < 300 and lobby["trouble"] == []
+    [depot] = zones[("Depot", "store room")]
+    assert "sensor_stuck" in depot["trouble"] and depot["trusted"] is False
+    if depot["last_reading_at"] is None:
+        assert depot["age_s"] is None  # no reading in the window: no age, never 0
+    assert_error(client.get("/fleet", params={"window_s": 1}), 422, "window_s")
 
 
 def test_unknown_incident_is_404_and_bad_ack_is_422_with_nothing_written(store, client):
@@ -300,7 +317,7 @@ def test_openapi_describes_every_route(base_url):
                           "/incidents/{alert_id}/ack": {"post"}, "/incidents/{alert_id}/resolve": {"post"},
                           "/incidents/{alert_id}/readings": {"get"},
                           "/silences": {"get", "post"}, "/silences/{silence_id}": {"delete"},
-                          "/sensors": {"get"}, "/sensors/{sensor_id}": {"get", "put", "delete"},
+                          "/sensors": {"get"}, "/sensors/{sensor_id}": {"get", "put", "delete"}, "/fleet": {"get"},
                           "/kpis": {"get"}, "/health": {"get"}, "/metrics": {"get"}}.items():
         assert methods <= set(paths[path]), path
     ack = paths["/incidents/{alert_id}/ack"]["post"]

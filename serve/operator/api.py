@@ -22,7 +22,7 @@ from serve.auth import OPEN_PATHS, ApiGuard
 from serve.errors import install_error_handlers
 from serve.metrics import GAUGE_REFRESH_S
 from serve.operator.metrics import KpiGauges, OperatorMetrics, RequestCounter
-from serve.operator.routes import health, incidents, kpis, readings, sensors, silences
+from serve.operator.routes import fleet, health, incidents, kpis, readings, sensors, silences
 from serve.rate_limit import RateLimiter
 from serve.routes.health import SERVICE_VERSION
 
@@ -65,8 +65,9 @@ def create_operator_api(store: AlertStore, settings: ServeSettings, page_limit: 
     app.state.store = store
     app.state.page_limit = page_limit
     app.state.lake_dir = lake_dir
+    app.state.fleet_cache = fleet.FleetCache()
     app.state.metrics = metrics or OperatorMetrics()
-    for module in (health, incidents, readings, silences, sensors, kpis):
+    for module in (health, incidents, readings, silences, sensors, fleet, kpis):
         app.include_router(module.router)
     install_error_handlers(app, retry_after_s=1.0)
     if settings.api_keys or settings.rate_limit_per_minute:

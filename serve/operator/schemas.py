@@ -232,6 +232,29 @@ class KpisOut(Out):
     deliveries: dict[str, dict[str, int]] = Field(description="channel -> status -> count")
 
 
+class FleetSensorOut(Out):
+    sensor_id: str
+    label: str
+    last_reading_at: float | None = Field(description="its last reading in the lake within the window; null: none")
+    age_s: float | None
+    trouble: list[str] = Field(description="open sensor_silent / sensor_stuck incidents")
+    silenced: bool = Field(description="a silence in force covers it")
+    trusted: bool = Field(description="it reported within the window and has no open trouble")
+
+
+class FleetZoneOut(Out):
+    site: str
+    zone: str
+    sensors: list[FleetSensorOut]
+
+
+class FleetOut(Out):
+    at: float
+    window_s: float
+    note: str | None = Field(description="why no reading ages are known, when the lake cannot be read")
+    zones: list[FleetZoneOut]
+
+
 class Deleted(Out):
     deleted: str
 

@@ -72,6 +72,7 @@ function clearData() {
   $("untrusted").replaceChildren();
   $("silences").replaceChildren();
   $("kpis").replaceChildren();
+  $("fleet").replaceChildren();
   $("detail").hidden = true;
   $("detail-body").replaceChildren();
   alarmOff();
@@ -126,9 +127,10 @@ async function poll() {
 }
 
 async function refreshSlow() {
-  const [silences, kpis] = await Promise.all([api("/silences?active=true"), api("/kpis")]);
+  const [silences, kpis, fleet] = await Promise.all([api("/silences?active=true"), api("/kpis"), api("/fleet")]);
   renderSilences(silences.silences);
   renderKpis(kpis);
+  renderFleet(fleet);
 }
 
 function setStatus(text, ok) {
@@ -281,6 +283,42 @@ function renderUntrusted(troubles, now) {
     items.push(li);
   }
   $("untrusted").replaceChildren(...items);
+}
+
+function renderFleet(fleet) {
+  // Sensors by zone: last reading age, trouble, silences. A sensor that did not report in the window
+  // says so; it is never shown as fresh.
+  const parts = [];
+  if (fleet.note) {
+    const p = document.createElement("p");
+    p.className = "hint";
+    p.textContent = `reading ages unknown: ${fleet.note}`;
+    parts.push(p);
+  }
+  for (const z of fleet.zones) {
+    const details = document.createElement("details");
+    const bad = z.sensors.filter((x) => !x.trusted).length;
+    details.open = bad > 0;
+    const summary = document.createElement("summary");
+    summary.textContent = `${[z.site, z.zone].filter(Boolean).join(", ") || "no zone"}: ${z.sensors.length} sensors`
+      + (bad ? `, ${bad} not trusted` : ", all reporting");
+    details.append(summary);
+    const ul = document.createElement("ul");
+    ul.className = "plain";
+    for (const x of z.sensors) {
+      const li = document.createElement("li");
+      li.dataset.sensorId = x.sensor_id;
+      li.className = x.trusted ? "trusted" : "untrusted";
+      const reported = x.age_s == null ? `no reading in ${age(fleet.window_s)}` : `last reading ${age(x.age_s)} ago`;
+      li.textContent = `${x.label || x.sensor_id} (${x.sensor_id}): ${reported}`
+        + (x.trouble.length ? ` · ${x.trouble.map((k) => k.replace("sensor_", "")).join(", ")}` : "")
+        + (x.silenced ? " · silenced" : "");
+      ul.append(li);
+    }
+    details.append(ul);
+    parts.push(details);
+  }
+  $("fleet").replaceChildren(...parts);
 }
 
 // -- audible / visual cue -----------------------------------------------------------------------

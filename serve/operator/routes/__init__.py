@@ -7,7 +7,9 @@ thread pool, so a slow query never stalls the event loop.
 - ``health``: ``GET /health``, ``GET /metrics``
 - ``incidents``: ``GET /incidents``, ``GET /incidents/{alert_id}``, ``POST .../ack``, ``POST .../resolve``
 - ``silences``: ``GET|POST /silences``, ``DELETE /silences/{id}``
+- ``readings``: ``GET /incidents/{alert_id}/readings`` (from the Parquet lake)
 - ``sensors``: ``GET /sensors``, ``GET|PUT|DELETE /sensors/{sensor_id}``
+- ``fleet``: ``GET /fleet`` (sensors by zone, last reading age, trouble)
 - ``kpis``: ``GET /kpis``
 """
 
