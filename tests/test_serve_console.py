@@ -9,7 +9,8 @@ browser download), served by real Serve beside the operator API, against a real 
   queues no delivery (a fire elsewhere does);
 - a refused form names the field; the incident detail draws the sensor's readings from the Parquet lake
   with the raise mark, and shows the timeline;
-- at phone width nothing is wider than the screen and the actions can be used.
+- at phone width nothing is wider than the screen and the actions can be used;
+- odd paths (traversal, NUL, very long) and methods on the console's routes never get a 5xx.
 
 With ``SMOKE_CONSOLE_SCREENSHOTS=docs`` the tests write the screenshots shown in docs/console.md.
 """
@@ -260,3 +261,18 @@ def test_phone_width_layout(browser, console_url, store):
                                .textContent.includes('acknowledged by ana (test)')""")
     assert alert_store.incident(fire.alert_id).incident.outcome == "test"
     page.context.close()
+
+
+def test_console_routes_never_5xx_and_serve_no_data(console_url):
+    import httpx
+
+    base = console_url.rstrip("/")
+    assert httpx.get(f"{base}/config.json", timeout=30).json()["api_prefix"] == "/ops"
+    assert httpx.get(f"{base}/static/console.js", timeout=30).status_code == 200
+    for path in ("/static/../../../../etc/passwd", "/static/%2e%2e/%2e%2e/etc/passwd", "/static/", "/nope",
+                 "/static/console.js%00", "/index.html", "/config.json?x=1", "/" + "a" * 3000, "/static/.."):
+        r = httpx.get(base + path, timeout=30, follow_redirects=False)
+        assert r.status_code < 500, (path, r.status_code)
+        assert "root:" not in r.text, path
+    r = httpx.post(f"{base}/", content=b"\xff" * 100, timeout=30)
+    assert 400 <= r.status_code < 500
