@@ -22,7 +22,7 @@ COMMAND_MODULES = (
     "cluster.commands.stream",    # stream start|status|stop|scale
     "cluster.commands.train",     # train, models list|show|promote|rollback
     "cluster.commands.serve",     # serve start|status|stop
-    "cluster.commands.alerts",    # alerts, alerts router start|status|stop
+    "cluster.commands.alerts",    # alerts (incidents, ack, silences, sensors), alerts router start|status|stop
 )
 
 

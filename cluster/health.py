@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ def check_stack(settings: Settings, state: StackState, alert_window_s: float = A
     checks.append(check_stream(settings, state) if ray_up else _unreachable("stream", state.stream_name))
     checks.append(check_serve(settings, state) if ray_up else _unreachable("serve", state.serve_app))
     checks.append(check_router(settings, state) if ray_up else _unreachable("router", state.router_name))
+    checks.append(check_operator(settings, state) if ray_up else _unreachable("operator", state.operator_app))
     checks.append(check_model(settings))
     checks.append(check_alerts(settings, state, alert_window_s) if checks[1].healthy
                   else Check("alerts", None, "Kafka is not reachable"))
@@ -151,6 +153,41 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
+def check_operator(settings: Settings, state: StackState) -> Check:
+    """The operator API answers /health and can read the alert store; the console page is served; with the
+    alert service's KPIs (open and unacknowledged incidents, unwanted alarms, time to acknowledge)."""
+    if not state.operator_app:
+        return _not_started("operator", state)
+    health = _get_json(f"{state.operator_url}/health")
+    if not isinstance(health, dict):
+        return Check("operator", False, f"{state.operator_url}/health does not answer")
+    console = _get_status(f"{state.console_url}/") if state.console_url else None
+    healthy = health.get("status") == "healthy" and console == 200
+    keys = settings.serve.api_keys
+    kpis = _get_json(f"{state.operator_url}/kpis", {"X-API-Key": keys[0]} if keys else None) if healthy else None
+    return Check("operator", healthy, f"API at {state.operator_url}: {health.get('status')} (store "
+                                      f"{health.get('store')}); console at {state.console_url}/: "
+                                      + (f"HTTP {console}" if console else "does not answer")
+                                      + (f"; {kpi_summary(kpis)}" if isinstance(kpis, dict) else ""))
+
+
+def kpi_summary(kpis: dict[str, Any]) -> str:
+    """One line of the alert service's KPIs (``GET /ops/kpis``); figures without data say so, never 0.
+
+    >>> kpi_summary({"open_incidents": 2, "unacknowledged": 1, "unwanted_per_100_detectors_per_year": 4.0,
+    ...              "flagged_devices": ["s1"], "ack_time_p50_s": 42.0, "ack_time_p95_s": None})
+    '2 open incidents, 1 unacknowledged; 4.0 unwanted alarms/100 detectors/year, 1 devices flagged; ack p50 42 s, p95 -'
+    """
+    def seconds(value: Any) -> str:
+        return "-" if value is None else f"{value:.0f} s"
+
+    rate = kpis.get("unwanted_per_100_detectors_per_year")
+    return (f"{kpis.get('open_incidents')} open incidents, {kpis.get('unacknowledged')} unacknowledged; "
+            f"{'-' if rate is None else f'{rate:.1f}'} unwanted alarms/100 detectors/year, "
+            f"{len(kpis.get('flagged_devices') or [])} devices flagged; "
+            f"ack p50 {seconds(kpis.get('ack_time_p50_s'))}, p95 {seconds(kpis.get('ack_time_p95_s'))}")
+
+
 def check_model(settings: Settings) -> Check:
     from cluster.initial_model import production_version
 
@@ -240,11 +277,27 @@ def check_metrics(state: StackState) -> Check:
     return Check("metrics", True, f"{state.metrics_url}: {len(ours)} smoke metric series names")
 
 
-def _get_json(url: str) -> Any:
+def _get_json(url: str, headers: dict[str, str] | None = None) -> Any:
+    """The JSON body, also of an error answer (a 503 /health says why); None when nothing answers."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        try:
+            return json.loads(err.read())
+        except (OSError, ValueError):
+            return None
+    except (OSError, ValueError):
+        return None
+
+
+def _get_status(url: str) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
-            return json.loads(response.read())
-    except (OSError, ValueError):
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
         return None
 
 

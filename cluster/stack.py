@@ -90,7 +90,8 @@ def up(settings: Settings, options: UpOptions, steps: Steps) -> StackState:
         raise
     settings = with_stack(settings, state)
     for part, starter in (("model", _start_model), ("stream", _start_stream), ("serve", _start_serve),
-                          ("router", _start_router), ("simulator", _start_simulator)):
+                          ("router", _start_router), ("operator", _start_operator),
+                          ("simulator", _start_simulator)):
         if part in options.skip or (part == "simulator" and not options.simulate):
             with steps.step(part) as step:
                 step.skip("skipped (--skip)" if part in options.skip else "skipped (--no-simulator)")
@@ -251,6 +252,24 @@ def _safe_dsn(dsn: str) -> str:
     return make_url(dsn).render_as_string(hide_password=True)
 
 
+def _start_operator(settings: Settings, state: StackState, options: UpOptions, step: StepHandle) -> None:
+    from serve.console.deployment import deploy_console
+    from serve.operator.deployment import deploy_operator
+
+    connect_driver(state.ray_address, settings.ray.namespace)
+    step.note("deploying the operator API and console")
+    serve_log = logging.getLogger("ray.serve")
+    serve_log.disabled = True
+    try:
+        state.operator_url = deploy_operator(settings)
+        state.operator_app = settings.alerting.operator_app_name
+        state.console_url = deploy_console(settings)
+        state.console_app = settings.alerting.console_app_name
+    finally:
+        serve_log.disabled = False
+    step.result = f"API at {state.operator_url}, console at {state.console_url}/"
+
+
 def _start_simulator(settings: Settings, state: StackState, options: UpOptions, step: StepHandle) -> None:
     import ingest.simulator  # noqa: F401 - fail here, not in the detached process, if it is missing
 
@@ -349,7 +368,9 @@ def _stop_through_ray(settings: Settings, state: StackState, steps: Steps, repor
         with steps.step("serve") as step:
             from ray import serve
 
-            serve.delete(state.serve_app)
+            for app in (state.serve_app, state.operator_app, state.console_app):
+                if app:
+                    serve.delete(app)
             step.result = f"application {state.serve_app} deleted"
             report.stopped.append("serve")
     disconnect_driver()

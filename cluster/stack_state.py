@@ -44,6 +44,11 @@ class StackState:
     serve_app: str | None = None
     router_name: str | None = None  # the alert router actor (alerting/router.py)
     serve_url: str | None = None
+    # The operator API and console: Serve applications on the same HTTP port (serve/operator, serve/console).
+    operator_app: str | None = None
+    operator_url: str | None = None
+    console_app: str | None = None
+    console_url: str | None = None
     simulator_pid: int | None = None
     simulator_log: str | None = None
     incident_log: str | None = None

@@ -23,6 +23,8 @@ temporaries never mix with readings.
 >>> _ = write_lake_file(root, stream_key(3, 0, 1), frame)  # the same key again replaces, never duplicates
 >>> read_lake(root)["sensor_id"].tolist(), len(read_lake(root, since=1654800000.0))
 (['a', 'b'], 1)
+>>> read_lake(root, until=1654800000.0)["sensor_id"].tolist(), read_lake(root, sensor_id="b")["sensor_id"].tolist()
+(['a'], ['b'])
 >>> tmp.cleanup()
 """
 
@@ -106,9 +108,10 @@ def write_lake_file(root: str | os.PathLike, key: str, frame: pd.DataFrame | pa.
     return written
 
 
-def read_lake(root: str | os.PathLike, columns: Sequence[str] | None = None, since: float | datetime | None = None
-              ) -> pd.DataFrame:
-    """Readings of the lake in time order; ``since`` keeps readings at or after that time.
+def read_lake(root: str | os.PathLike, columns: Sequence[str] | None = None, since: float | datetime | None = None,
+              until: float | None = None, sensor_id: str | None = None) -> pd.DataFrame:
+    """Readings of the lake in time order; ``since`` keeps readings at or after that time, ``until`` those
+    before it, ``sensor_id`` one sensor's (the operator console's plot around an incident).
 
     Files written with and without feature columns read together (missing
     columns are null). ``columns`` selects columns; ``date`` (the partition) is
@@ -137,6 +140,13 @@ def read_lake(root: str | os.PathLike, columns: Sequence[str] | None = None, sin
         seconds = since.timestamp() if isinstance(since, datetime) else float(since)
         first_day = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d")
         condition = (ds.field(PARTITION) >= first_day) & (ds.field(TIMESTAMP) >= seconds)
+    if until is not None:
+        last_day = datetime.fromtimestamp(float(until), UTC).strftime("%Y-%m-%d")
+        before = (ds.field(PARTITION) <= last_day) & (ds.field(TIMESTAMP) < float(until))
+        condition = before if condition is None else condition & before
+    if sensor_id is not None:
+        one = ds.field(SENSOR_ID) == sensor_id
+        condition = one if condition is None else condition & one
     read = list(dict.fromkeys([*wanted, TIMESTAMP]))
     table = dataset.to_table(columns=read, filter=condition)
     frame = table.to_pandas()

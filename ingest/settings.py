@@ -498,6 +498,21 @@ class AlertingSettings(Section):
     router_stale_s: float = Field(30.0, gt=0, description="`smoke status` shows the router degraded when its "
                                                           "loop has not turned for this long")
 
+    # Operator API and console (serve/operator, serve/console): Serve applications beside the prediction app.
+    operator_app_name: str = Field("smoke-operator", min_length=1,
+                                   description="Serve application of the operator API (incidents, silences, "
+                                               "sensors, KPIs)")
+    operator_route_prefix: str = Field("/ops", pattern=r"^/[A-Za-z0-9._-]+$",
+                                       description="route prefix of the operator API on Serve's HTTP port")
+    console_app_name: str = Field("smoke-console", min_length=1,
+                                  description="Serve application of the operator console (a static page)")
+    console_route_prefix: str = Field("/console", pattern=r"^/[A-Za-z0-9._-]+$",
+                                      description="route prefix of the operator console on Serve's HTTP port")
+    console_poll_s: float = Field(0.5, gt=0, le=60, description="how often an open console page asks the "
+                                                                "operator API for changes")
+    operator_page_limit: int = Field(500, ge=1, le=10_000, description="incidents one GET /incidents page "
+                                                                       "returns at most")
+
     @field_validator("escalate_after_s")
     @classmethod
     def _positive_delays(cls, value: dict[str, float]) -> dict[str, float]:

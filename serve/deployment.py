@@ -29,12 +29,14 @@ SERVE_CONFIG = REPO_ROOT / "configs" / "serve.yaml"
 SERVE_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
-def deployment_options(path: str | Path = SERVE_CONFIG) -> dict[str, Any]:
-    """The deployment entry of the Serve config (without its name), as ``Deployment.options`` keywords."""
+def deployment_options(path: str | Path = SERVE_CONFIG, import_path: str = "serve.app:app_builder") -> dict[str, Any]:
+    """The deployment entry of the Serve config's application built by ``import_path`` (the prediction
+    app by default, ``serve.operator.app:app_builder`` the operator API), without its name, as
+    ``Deployment.options`` keywords."""
     config = yaml.safe_load(Path(path).read_text())
-    apps = config.get("applications") or []
+    apps = [app for app in config.get("applications") or [] if app.get("import_path") == import_path]
     if len(apps) != 1 or len(apps[0].get("deployments") or []) != 1:
-        raise ValueError(f"{path}: expected one application with one deployment")
+        raise ValueError(f"{path}: expected one application of {import_path} with one deployment")
     options = dict(apps[0]["deployments"][0])
     options.pop("name", None)
     return options

@@ -134,7 +134,7 @@ def test_up_starts_every_part_once(running: Running) -> None:
     assert state.ray_session_id and session_pids(state.ray_session_id)
     assert state.broker_pid and state.simulator_pid and state.model_version == "v0001"
     # The progress display leaves one line per step.
-    for step in ("Ray", "Kafka", "model", "stream", "serve", "router", "simulator"):
+    for step in ("Ray", "Kafka", "model", "stream", "serve", "router", "operator", "simulator"):
         assert f"✓ {step}" in running.up.stderr
     assert "trained v0001 on generated data" in running.up.stderr
     print(f"smoke up took {running.up_seconds:.0f} s")
@@ -178,8 +178,17 @@ def test_alerts_predictions_metrics_status_and_jobs(running: Running) -> None:
     status = stack.smoke("status", "--json", timeout=120)
     checks = {c["part"]: c for c in json.loads(status.stdout)}
     assert status.returncode == 0, checks
-    for part in ("ray", "kafka", "stream", "serve", "router", "model", "alerts", "metrics"):
+    for part in ("ray", "kafka", "stream", "serve", "router", "operator", "model", "alerts", "metrics"):
         assert checks[part]["healthy"] is True, checks[part]
+    assert "unacknowledged" in checks["operator"]["detail"]  # the alert service's KPIs
+
+    # The operator API and the console run beside the prediction API, on its port.
+    assert state.operator_url == f"{state.serve_url}/ops" and state.console_url == f"{state.serve_url}/console"
+    assert httpx.get(f"{state.operator_url}/health", timeout=30).json()["store"] == "ok"
+    assert httpx.get(f"{state.operator_url}/incidents", params={"state": "open"}, timeout=30).status_code == 200
+    page = httpx.get(f"{state.console_url}/", timeout=30)
+    assert page.status_code == 200 and "Operator console" in page.text
+    assert (stack.workdir / "data" / "alerts.db").exists()  # the embedded default store, in the working directory
 
     # A training job through the job API of the head, with the token (docs/operations.md).
     job = submit_job(stack, state, "smoke train --quick --no-promote --source "
@@ -188,7 +197,7 @@ def test_alerts_predictions_metrics_status_and_jobs(running: Running) -> None:
     assert "v0002" in [line.strip() for line in job["logs"].splitlines()], job["logs"][-2000:]
 
     # Every other command finds the stack without flags.
-    listed = stack.smoke("alerts", "--minutes", "10", "--json", timeout=60)
+    listed = stack.smoke("alerts", "topic", "--minutes", "10", "--json", timeout=60)
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert {json.loads(line)["sensor_id"] for line in listed.stdout.splitlines()} & fires
     # The alert router recorded the fire alerts into the store (the embedded default, a SQLite file).

@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["ingest.validation", "ingest.reading", "ingest.settings", "train.features", "train.slot_table",
-           "serve.errors"]
+           "serve.errors", "alerting.time_window", "serve.operator.metrics",
+           "cluster.commands.alerts", "cluster.health"]
 
 
 @pytest.mark.parametrize("name", MODULES)

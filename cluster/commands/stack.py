@@ -103,6 +103,8 @@ def print_started(state: StackState, settings) -> None:
         "stream": (f"namespace {state.namespace}", f"supervisor {state.stream_name}" if state.stream_name else ""),
         "serve": (state.serve_url or "", f"docs at {state.serve_url}/docs" if state.serve_url else ""),
         "router": (f"store {settings.alerting.store_dsn}", f"actor {state.router_name}" if state.router_name else ""),
+        "operator": (state.operator_url or "", f"console at {state.console_url}/, API docs at {state.operator_url}"
+                                               f"/docs" if state.operator_url else ""),
         "simulator": (state.simulator_log or "", f"pid {state.simulator_pid}" if state.simulator_pid else ""),
     }
     for part, (where, notes) in rows.items():

@@ -20,7 +20,7 @@ router = APIRouter()
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _replica_id() -> str:
+def replica_id() -> str:
     """The Serve replica's id inside Ray; the process id elsewhere (plain uvicorn)."""
     try:
         from ray import serve
@@ -40,4 +40,4 @@ async def stats(request: Request) -> Response:
             responses={200: {"content": {PROMETHEUS_TEXT: {}},
                              "description": "this replica's request, prediction and validation counters"}})
 async def metrics(request: Request) -> Response:
-    return Response(backend_of(request).metrics.prometheus_text(_replica_id()), media_type=PROMETHEUS_TEXT)
+    return Response(backend_of(request).metrics.prometheus_text(replica_id()), media_type=PROMETHEUS_TEXT)
