@@ -57,8 +57,9 @@ def _quiet(verbose: bool) -> None:
         # Ray warns on every connect that token auth is on; we say so once in our own table.
         logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
-        # kafka-python warns about the admin API version pinned for the embedded broker (see ingest.broker).
-        logging.getLogger("kafka").setLevel(logging.ERROR)
+        from ingest.kafka_clients import quiet_library_logs
+
+        quiet_library_logs(logging.ERROR)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -161,7 +162,7 @@ def _alerts(args: argparse.Namespace) -> int:
         return 2
     topic = args.settings.kafka.alerts_topic
     try:
-        alerts = recent_alerts(bootstrap, topic, args.minutes * 60)
+        alerts = recent_alerts(bootstrap, topic, args.minutes * 60, security=args.settings.kafka.security)
     except Exception as err:  # kafka-python raises many types; one line is what the operator needs
         print(f"smoke alerts: cannot read {topic} on {bootstrap}: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
