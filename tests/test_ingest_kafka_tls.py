@@ -28,7 +28,7 @@ from ingest.broker import BrokerError, KafkaSecurityError, ensure_topics, partit
 from ingest.kafka_clients import check_connection
 from ingest.producer import ReadingProducer
 from ingest.settings import KafkaSecuritySettings, KafkaSettings, SimulatorSettings
-from tests.test_stream_support import reading
+from tests.stream_support import reading
 from tests.tls_broker import TlsBroker
 
 PASSWORD = "pw-" + uuid.uuid4().hex  # must never appear in an error or a log line

@@ -18,7 +18,7 @@ from actors.worker import StreamLoop
 from ingest import kafka_clients
 from ingest.broker import ensure_topics
 from ingest.settings import KafkaSecuritySettings, KafkaSettings, load_settings
-from tests.test_stream_support import reading
+from tests.stream_support import reading
 from tests.tls_broker import TlsBroker
 
 HOT = {"temperature_c": 80.0, "pm2_5_ugm3": 2500.0, "pm1_0_ugm3": 2000.0, "nc0_5_per_cm3": 5000.0,
