@@ -4,6 +4,8 @@ The :class:`StreamLoop` is the code inside a PartitionWorker actor, run in this 
 the embedded broker behind stunnel4 (tests/tls_broker.py); every client it makes (the
 confluent-kafka reader, the kafka-python producer of alerts and dead letters, the restore
 scans, the admin client of a reset) gets ``kafka.security`` from the settings it is given.
+Then the same through the real Ray stream (supervisor and worker actors), and
+``smoke stream start`` refusing an untrusted broker before it starts any actor.
 """
 
 from __future__ import annotations
@@ -111,3 +113,41 @@ def test_stream_start_refuses_an_untrusted_broker_before_starting_any_actor(ray_
             start_stream(settings, tls.bootstrap_servers)
         assert time.monotonic() - started < 5.0
         assert get_stream(settings) is None
+
+
+def test_the_ray_stream_runs_over_tls(ray_cluster, tmp_path) -> None:
+    # The settings travel to the supervisor and worker actors (pickled, password still hidden) and every
+    # client they make connects through TLS; the readings and the fire alert go through stunnel.
+    import ray
+
+    from tests.stream_support import running_stream, stream_settings, wait_for
+
+    with TlsBroker(tmp_path / "tls") as tls:
+        security = KafkaSecuritySettings(protocol="SSL", ssl_cafile=tls.ca)
+        suffix = uuid.uuid4().hex[:8]
+        kafka = KafkaSettings(bootstrap_servers=tls.bootstrap_servers, topic=f"rs_{suffix}",
+                              alerts_topic=f"as_{suffix}", dlq_topic=f"rs_{suffix}.dlq", partitions=2,
+                              group_id=f"gs_{suffix}", security=security)
+        base = load_settings(environ={})
+        settings = stream_settings(base.model_copy(update={"kafka": kafka, "stream": base.stream.model_copy(update={
+            "checkpoint_dir": str(tmp_path / "ck"), "lake_dir": str(tmp_path / "lake")})}), workers=1)
+        ensure_topics(tls.bootstrap_servers, kafka)
+        with running_stream(settings) as supervisor:
+            t0 = 1_780_000_000.0
+            producer = kafka_clients.producer(tls.bootstrap_servers, security, acks="all")
+            for i in range(40):
+                producer.send(kafka.topic, key=b"hot", value=reading("hot", t0 + i, i, **(HOT if i >= 20 else {})))
+            producer.send(kafka.topic, key=b"bad", value=b"{not json")
+            producer.flush(30)
+            producer.close()
+
+            def totals() -> dict:
+                status = ray.get(supervisor.status.remote(), timeout=60)
+                workers = status["workers"].values()
+                return {k: sum(w.get("totals", {}).get(k, 0) for w in workers) for k in ("processed", "rejected")}
+
+            wait_for(lambda: totals() == {"processed": 40, "rejected": 1}, 60, what="41 readings through TLS")
+            alerts = [orjson.loads(r.value) for r in read_topic(tls.bootstrap_servers, security, kafka.alerts_topic, 1)]
+            assert [(a["sensor_id"], a["kind"], a["state"]) for a in alerts] == [("hot", "fire", "raised")]
+            (dead,) = read_topic(tls.bootstrap_servers, security, kafka.dlq_topic, 1)
+            assert dead.value == b"{not json"
