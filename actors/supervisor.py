@@ -347,7 +347,8 @@ def start_stream(settings: Settings, bootstrap_servers: str, *, timeout_s: float
     """Start the detached supervisor (and through it the workers); returns once every partition is owned.
 
     Raises ``ingest.broker.BrokerUnreachable`` within seconds (bounded retries with backoff)
-    when nothing listens at ``bootstrap_servers``, before any actor is started.
+    when nothing listens at ``bootstrap_servers``, and ``ingest.broker.KafkaSecurityError``
+    when the TLS or SASL handshake of ``kafka.security`` is refused, before any actor is started.
     """
     if not ray.is_initialized():
         raise StreamError("connect to Ray first (ray.init with an explicit address)")
