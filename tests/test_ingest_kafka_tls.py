@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from actors.partition_reader import PartitionReader
 from actors.sinks import scan_written
-from cluster.health import check_broker
+from cluster.health import check_broker, recent_alerts
 from cluster.stack_state import StackState
 from ingest.broker import BrokerError, KafkaSecurityError, ensure_topics, partition_count
 from ingest.kafka_clients import check_connection
@@ -77,6 +77,9 @@ def test_producer_admin_reader_scan_and_status_work_through_tls(tls: TlsBroker) 
 
     written = scan_written(tls.bootstrap_servers, kafka.topic, 0, None, lambda r: r.offset, security=security)
     assert written and min(written) == 0
+
+    # smoke alerts / smoke status read the alerts topic with the same client: any topic of JSON will do.
+    assert len(recent_alerts(tls.bootstrap_servers, kafka.topic, 3600, security=security)) == len(sent)
 
     state = StackState(bootstrap_servers=tls.bootstrap_servers, topics=[kafka.topic, kafka.alerts_topic])
     check = check_broker(state, security)
