@@ -37,6 +37,9 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from ingest.kafka_clients import error_text, librdkafka_options
+from ingest.settings import KafkaSecuritySettings
+
 log = logging.getLogger(__name__)
 
 # Message accessors applied to a whole batch with map(): C calls, no Python loop per record.
@@ -84,7 +87,8 @@ class PartitionReader:
     """The worker's consumer: manual assignment of partitions of one topic, offsets under a group."""
 
     def __init__(self, bootstrap_servers: str, topic: str, group_id: str, client_id: str,
-                 fetch_max_wait_ms: int = 25, queued_max_kbytes: int = 16 * 1024) -> None:
+                 fetch_max_wait_ms: int = 25, queued_max_kbytes: int = 16 * 1024,
+                 security: KafkaSecuritySettings | None = None) -> None:
         self.topic = topic
         self.last_error: str | None = None
         self._unreported_error: str | None = None  # for take_error(): the worker's status
@@ -115,6 +119,7 @@ class PartitionReader:
             "logger": logging.getLogger("confluent_kafka"),
             "error_cb": self._on_error,
             "on_commit": self._on_commit,
+            **librdkafka_options(security or KafkaSecuritySettings()),  # TLS / SASL (ingest.kafka_clients)
         })
 
     def _tp(self, partition: int, offset: int | None = None) -> TopicPartition:
@@ -216,7 +221,7 @@ class PartitionReader:
     def _on_error(self, err: KafkaError) -> None:
         # Connection errors are retried by librdkafka itself; the worker's BrokerWatch reports outages.
         if err.code() not in _TRANSIENT:
-            self._note_error(err.str())
+            self._note_error(error_text(err.str()))  # a TLS or SASL failure repeats: logged once
 
     def _note_error(self, text: str) -> None:
         if text != self.last_error:

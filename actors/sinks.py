@@ -24,10 +24,13 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.fs as pafs
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import TopicPartition
 
+from ingest import kafka_clients
+from ingest.broker import BrokerError
 from ingest.lake import filesystem as lake_filesystem
 from ingest.lake import write_lake_file
+from ingest.settings import KafkaSecuritySettings
 from ingest.validation import Problem
 from train.features import FEATURE_NAMES
 
@@ -159,19 +162,27 @@ class Sinks:
     """The worker's producer (alerts + dead letters) and its lake sink."""
 
     def __init__(self, bootstrap_servers: str, topic: str, alerts_topic: str, dlq_topic: str, lake_root: str,
-                 client_id: str) -> None:
+                 client_id: str, security: KafkaSecuritySettings | None = None) -> None:
         self.topic = topic
         self.alerts_topic = alerts_topic
         self.dlq_topic = dlq_topic
         # linger 0: an alert leaves as soon as it is made (the 1 s budget); acks=all so that
         # "flushed" at checkpoint time means "stored by the broker".
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap_servers, client_id=client_id, acks="all",
-                                      linger_ms=0, retries=5)
+        self.producer = kafka_clients.producer(bootstrap_servers, security, client_id=client_id, acks="all",
+                                               linger_ms=0, retries=5)
         parts = None
         deadline = time.monotonic() + 10
         while not parts and time.monotonic() < deadline:
             parts = self.producer.partitions_for(alerts_topic)
         if not parts:
+            if security is not None and security.protocol != "PLAINTEXT":
+                # No metadata at all may be a refused handshake, not a missing topic: say which.
+                try:
+                    kafka_clients.check_connection(bootstrap_servers, security)
+                except BrokerError as err:
+                    self.producer.close(timeout=0)
+                    raise SinkError(str(err)) from None
+            self.producer.close(timeout=0)
             raise SinkError(f"the alerts topic {alerts_topic!r} does not exist on {bootstrap_servers}")
         self.alert_partitions = len(parts)
         self.lake = LakeSink(lake_root, topic)
@@ -244,14 +255,15 @@ class Sinks:
 
 
 def scan_written(bootstrap_servers: str, topic: str, partition: int, start: int | None,
-                 extract: Callable[[Any], Any | None], timeout_s: float = 5.0) -> set[Any]:
+                 extract: Callable[[Any], Any | None], timeout_s: float = 5.0,
+                 security: KafkaSecuritySettings | None = None) -> set[Any]:
     """What is already in ``topic[partition]`` from ``start`` on (None: from the beginning).
 
     Reads until a poll comes back empty at the high watermark (never "until
     end_offsets": it under-reports on Tansu), or until ``timeout_s``.
     """
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
-                             auto_offset_reset="earliest", client_id="smoke-scan")
+    consumer = kafka_clients.consumer(bootstrap_servers, security, enable_auto_commit=False,
+                                      auto_offset_reset="earliest", client_id="smoke-scan")
     found: set[Any] = set()
     try:
         tp = TopicPartition(topic, partition)

@@ -38,6 +38,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from actors.metrics import SupervisorMetrics
 from actors.worker import PartitionWorker, configure_logging
 from ingest.broker import partition_count, wait_reachable
+from ingest.kafka_clients import check_connection
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -236,7 +237,8 @@ class StreamSupervisor:
         if time.monotonic() < self._next_partition_check:
             return False
         self._next_partition_check = time.monotonic() + PARTITION_RECHECK_S
-        count = partition_count(self.bootstrap_servers, self.settings.kafka.topic)
+        count = partition_count(self.bootstrap_servers, self.settings.kafka.topic,
+                                security=self.settings.kafka.security)
         if count == 0:
             log.warning("supervisor: topic %s does not exist on %s yet", self.settings.kafka.topic,
                         self.bootstrap_servers)
@@ -345,11 +347,14 @@ def start_stream(settings: Settings, bootstrap_servers: str, *, timeout_s: float
     """Start the detached supervisor (and through it the workers); returns once every partition is owned.
 
     Raises ``ingest.broker.BrokerUnreachable`` within seconds (bounded retries with backoff)
-    when nothing listens at ``bootstrap_servers``, before any actor is started.
+    when nothing listens at ``bootstrap_servers``, and ``ingest.broker.KafkaSecurityError``
+    when the TLS or SASL handshake of ``kafka.security`` is refused, before any actor is started.
     """
     if not ray.is_initialized():
         raise StreamError("connect to Ray first (ray.init with an explicit address)")
     wait_reachable(bootstrap_servers)
+    if settings.kafka.security.protocol != "PLAINTEXT":  # a wrong CA or password: one line here, no actors
+        check_connection(bootstrap_servers, settings.kafka.security)
     if get_stream(settings) is not None:
         raise StreamError(f"a stream named {settings.stream.supervisor_name!r} is already running in namespace "
                           f"{settings.ray.namespace!r}; stop it first")

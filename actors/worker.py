@@ -37,6 +37,7 @@ from actors.partition_reader import PartitionReader, Records
 from actors.sinks import Sinks, alert_identity, dead_letter_source, scan_written, unique_reasons
 from actors.state import PartitionState
 from ingest.broker import ensure_topics
+from ingest.kafka_clients import quiet_library_logs
 from ingest.settings import Settings
 from ingest.validation import validate_messages
 from train.model_watch import ModelWatch
@@ -70,10 +71,11 @@ class StreamLoop:
         self.metrics = metrics
         # Every position is set by us (snapshot, committed offset or beginning); the broker never
         # silently moves a partition (see actors.partition_reader).
-        self.reader = PartitionReader(bootstrap_servers, self.topic, self.kafka.group_id, worker_id)
+        self.reader = PartitionReader(bootstrap_servers, self.topic, self.kafka.group_id, worker_id,
+                                      security=self.kafka.security)
         self.store = CheckpointStore(self.stream.checkpoint_dir)
         self.sinks = Sinks(bootstrap_servers, self.topic, self.kafka.alerts_topic, self.kafka.dlq_topic,
-                           self.stream.lake_dir, client_id=worker_id)
+                           self.stream.lake_dir, client_id=worker_id, security=self.kafka.security)
         self.checkpointer = Checkpointer(self.store, self.sinks, self.reader)
         self.model_watch = ModelWatch(settings.train.registry_dir, settings.train.model_name,
                                       poll_s=self.stream.model_poll_s)
@@ -161,10 +163,10 @@ class StreamLoop:
         # Outputs a previous owner wrote after its last snapshot are not sent again.
         state.suppress_alerts = scan_written(
             self.bootstrap_servers, self.kafka.alerts_topic, self.sinks.alert_partition(partition),
-            state.alerts_offset, alert_identity)
+            state.alerts_offset, alert_identity, security=self.kafka.security)
         state.suppress_dlq = scan_written(
             self.bootstrap_servers, self.kafka.dlq_topic, 0, state.dlq_offset,
-            dead_letter_source(self.topic, partition))
+            dead_letter_source(self.topic, partition), security=self.kafka.security)
         log.info("%s: partition %d restored from %s (%d sensors)", self.worker_id, partition, source,
                  state.sensors())
         return state
@@ -430,10 +432,7 @@ class StreamLoop:
 
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # kafka-python logs every connection at INFO, and every failed reconnect at ERROR (about ten
-    # lines a second while a broker is away): our own lines carry the cause once (BrokerWatch,
-    # failed iterations), so only its critical lines show.
-    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    quiet_library_logs()
 
 
 def _epoch(value: Any) -> float:

@@ -55,8 +55,11 @@ def type_name(annotation: Any) -> str:
         return " or ".join(names) + (" or empty" if type(None) in args else "")
     if origin is list:
         return f"list of {type_name(args[0])}" if args else "list"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(f"`{a}`" for a in args)
     if isinstance(annotation, type):
-        return {"Path": "path", "str": "str", "int": "int", "float": "float", "bool": "bool"}.get(
+        return {"Path": "path", "str": "str", "int": "int", "float": "float", "bool": "bool",
+                "SecretStr": "secret (never printed)"}.get(
             annotation.__name__, annotation.__name__)
     return str(annotation)
 
@@ -124,20 +127,31 @@ def _members(annotation: Any) -> list[Any]:
     return out
 
 
+def subsections(model: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
+    """Fields of a section that are sections themselves (such as ``kafka.security``): "see below" in its table."""
+    return [(name, field.annotation) for name, field in model.model_fields.items()
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)]
+
+
+def render_section(out: list[str], path: str, model: type[BaseModel], level: int) -> None:
+    out.append(f"{'#' * level} `{path}`\n")
+    doc = (model.__doc__ or "").strip()
+    if doc:
+        out.append(doc.splitlines()[0] + "\n")
+    out += section_table(model, path.replace(".", "__"))
+    for nested in nested_models(model):
+        out.append("")
+        out.append(f"Each entry of a list of `{nested.__name__}`:\n")
+        out += section_table(nested, None)
+    out.append("")
+    for name, sub in subsections(model):
+        render_section(out, f"{path}.{name}", sub, level + 1)
+
+
 def render() -> str:
     out = [HEADER]
     for section, field in Settings.model_fields.items():
-        model = field.annotation
-        out.append(f"## `{section}`\n")
-        doc = (model.__doc__ or "").strip()
-        if doc:
-            out.append(doc.splitlines()[0] + "\n")
-        out += section_table(model, section)
-        for nested in nested_models(model):
-            out.append("")
-            out.append(f"Each entry of a list of `{nested.__name__}`:\n")
-            out += section_table(nested, None)
-        out.append("")
+        render_section(out, section, field.annotation, 2)
     return "\n".join(out).rstrip() + "\n"
 
 

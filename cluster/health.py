@@ -17,7 +17,7 @@ from typing import Any
 
 from cluster.stack_state import StackState
 from ingest.broker import port_open
-from ingest.settings import Settings
+from ingest.settings import KafkaSecuritySettings, Settings
 
 ALERT_WINDOW_S = 300.0
 
@@ -34,7 +34,7 @@ def check_stack(settings: Settings, state: StackState, alert_window_s: float = A
     from cluster.stack import with_stack
 
     settings = with_stack(settings, state)
-    checks = [check_ray(state), check_broker(state)]
+    checks = [check_ray(state), check_broker(state, settings.kafka.security)]
     ray_up = checks[0].healthy
     checks.append(check_stream(settings, state) if ray_up else _unreachable("stream", state.stream_name))
     checks.append(check_serve(settings, state) if ray_up else _unreachable("serve", state.serve_app))
@@ -72,7 +72,7 @@ def check_ray(state: StackState) -> Check:
                               f"dashboard {state.dashboard_url or 'n/a'}")
 
 
-def check_broker(state: StackState) -> Check:
+def check_broker(state: StackState, security: KafkaSecuritySettings | None = None) -> Check:
     bootstrap = state.bootstrap_servers or ""
     reachable = any(port_open(h, int(p), timeout=2.0) for h, _, p in
                     (server.rpartition(":") for server in bootstrap.split(",")) if p.isdigit())
@@ -81,7 +81,7 @@ def check_broker(state: StackState) -> Check:
     try:
         from ingest.broker import partition_count
 
-        parts = {topic: partition_count(bootstrap, topic) for topic in state.topics}
+        parts = {topic: partition_count(bootstrap, topic, security=security) for topic in state.topics}
     except Exception as err:
         return Check("kafka", False, f"{bootstrap} accepts connections but metadata fails: {err}")
     missing = [t for t, n in parts.items() if n == 0]
@@ -202,7 +202,8 @@ def check_model(settings: Settings) -> Check:
 
 def check_alerts(settings: Settings, state: StackState, window_s: float) -> Check:
     try:
-        alerts = recent_alerts(state.bootstrap_servers or "", settings.kafka.alerts_topic, window_s)
+        alerts = recent_alerts(state.bootstrap_servers or "", settings.kafka.alerts_topic, window_s,
+                               security=settings.kafka.security)
     except Exception as err:
         return Check("alerts", None, f"cannot read {settings.kafka.alerts_topic}: {err}")
     raised = [a for a in alerts if a.get("state") == "raised"]
@@ -215,12 +216,15 @@ def check_alerts(settings: Settings, state: StackState, window_s: float) -> Chec
     return Check("alerts", True, f"last {window_s / 60:g} min: {summary}; {cleared} cleared")
 
 
-def recent_alerts(bootstrap: str, topic: str, window_s: float, max_records: int = 100_000) -> list[dict[str, Any]]:
+def recent_alerts(bootstrap: str, topic: str, window_s: float, max_records: int = 100_000,
+                  security: KafkaSecuritySettings | None = None) -> list[dict[str, Any]]:
     """The alert messages of the last ``window_s`` seconds (decoded JSON), read with ``assign``, no group."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             client_id="smoke-status", request_timeout_ms=10_000)
+    from ingest.kafka_clients import consumer as kafka_consumer
+
+    consumer = kafka_consumer(bootstrap, security, enable_auto_commit=False, group_id=None,
+                              client_id="smoke-status", request_timeout_ms=10_000)
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]

@@ -26,7 +26,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from ingest.settings import KafkaSettings
+from ingest.settings import KafkaSecuritySettings, KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,10 @@ class BrokerError(RuntimeError):
 
 class BrokerUnreachable(BrokerError):
     """Nothing accepted a connection at any bootstrap address after every attempt."""
+
+
+class KafkaSecurityError(BrokerError):
+    """The brokers refused the TLS or SASL handshake (``kafka.security``); retrying does not heal it."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -126,11 +130,14 @@ class EmbeddedBroker:
     """A Tansu broker process on 127.0.0.1; use as a context manager or call start/stop.
 
     ``detached=True`` puts it in its own session so it outlives the starting
-    command (``smoke up``); ``smoke down`` stops it by pid.
+    command (``smoke up``); ``smoke down`` stops it by pid. ``advertised_port`` is the port
+    clients are told to use in metadata when they reach the broker through a proxy (a TLS
+    terminator in front of it: Tansu's own listener speaks plaintext only); default ``port``.
     """
 
     port: int = 0
     host: str = "127.0.0.1"
+    advertised_port: int | None = None
     log_path: Path | None = None
     detached: bool = False
     process: subprocess.Popen | None = None
@@ -145,10 +152,11 @@ class EmbeddedBroker:
         elif port_open(self.host, self.port):
             raise BrokerError(f"cannot start the embedded broker: port {self.host}:{self.port} is already in use")
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port or self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
-                [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
                  "--storage-engine", "memory://tansu/"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=self.detached,
@@ -207,12 +215,16 @@ def stop_pid(pid: int, timeout_s: float = 5.0) -> bool:
     return True
 
 
-def admin_client(bootstrap_servers: str, timeout_s: float = 10.0) -> KafkaAdminClient:
-    """An admin client for Tansu and Kafka; :class:`BrokerUnreachable` soon when nothing listens."""
+def admin_client(bootstrap_servers: str, timeout_s: float = 10.0,
+                 security: KafkaSecuritySettings | None = None) -> KafkaAdminClient:
+    """An admin client for Tansu and Kafka; :class:`BrokerUnreachable` soon when nothing listens, and
+    :class:`KafkaSecurityError` soon when the TLS or SASL handshake fails."""
+    from ingest.kafka_clients import admin  # it imports this module's errors
+
     wait_reachable(bootstrap_servers)
     try:
-        return KafkaAdminClient(
-            bootstrap_servers=bootstrap_servers, api_version=ADMIN_API_VERSION,
+        return admin(
+            bootstrap_servers, security, api_version=ADMIN_API_VERSION,
             request_timeout_ms=int(timeout_s * 1000), bootstrap_timeout_ms=int(timeout_s * 1000),
             client_id="smoke-admin",
         )
@@ -235,7 +247,7 @@ def ensure_topics(bootstrap_servers: str, kafka: KafkaSettings, retries: int = 5
     delay = 0.2
     for attempt in range(retries):
         try:
-            admin = admin_client(bootstrap_servers)
+            admin = admin_client(bootstrap_servers, security=kafka.security)
             try:
                 existing = set(admin.list_topics())
                 missing = [t for t in topics if t.name not in existing]
@@ -245,7 +257,7 @@ def ensure_topics(bootstrap_servers: str, kafka: KafkaSettings, retries: int = 5
                 return
             finally:
                 admin.close()
-        except BrokerUnreachable:
+        except (BrokerUnreachable, KafkaSecurityError):
             raise
         except (KafkaError, BrokerError) as err:
             if attempt == retries - 1:
@@ -255,9 +267,9 @@ def ensure_topics(bootstrap_servers: str, kafka: KafkaSettings, retries: int = 5
             delay *= 2
 
 
-def partition_count(bootstrap_servers: str, topic: str) -> int:
+def partition_count(bootstrap_servers: str, topic: str, security: KafkaSecuritySettings | None = None) -> int:
     """Partitions of ``topic`` as the broker reports them (0 if the topic does not exist)."""
-    admin = admin_client(bootstrap_servers)
+    admin = admin_client(bootstrap_servers, security=security)
     try:
         described = admin.describe_topics([topic])
     finally:

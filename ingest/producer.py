@@ -28,10 +28,11 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.future import Future
 
+from ingest import kafka_clients
 from ingest.broker import BrokerError, ensure_topics
 from ingest.kaggle import read_kaggle_csv
 from ingest.progress import RowProgress
-from ingest.settings import Settings, SimulatorSettings
+from ingest.settings import KafkaSecuritySettings, Settings, SimulatorSettings
 from ingest.simulator import FleetSimulator, paced, replay_batches, replay_schedule
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class ReadingProducer:
     """
 
     def __init__(self, bootstrap_servers: str, topic: str, config: SimulatorSettings,
-                 client_id: str = "smoke-producer") -> None:
+                 client_id: str = "smoke-producer", security: KafkaSecuritySettings | None = None) -> None:
         self.topic = topic
         self.config = config
         self.report = ProduceReport(topic)
@@ -86,14 +87,15 @@ class ReadingProducer:
         self._retry: deque[tuple[float, bytes, bytes, int]] = deque()  # (due, key, value, attempt)
         self._bootstrap_servers = bootstrap_servers
         self._client_id = client_id
+        self._security = security
         self._renew = False  # set when the client hit an error it does not recover from by itself
         self._producer = self._new_client()
 
     def _new_client(self) -> KafkaProducer:
         config = self.config
         try:
-            return KafkaProducer(
-                bootstrap_servers=self._bootstrap_servers, client_id=self._client_id,
+            return kafka_clients.producer(
+                self._bootstrap_servers, self._security, client_id=self._client_id,
                 linger_ms=config.linger_ms, batch_size=config.batch_bytes, acks="all",
                 retry_backoff_ms=config.retry_backoff_ms,
                 # kafka-python retries transient errors within this window before handing us the failure;
@@ -240,7 +242,8 @@ def simulate_to_kafka(settings: Settings, bootstrap_servers: str, duration_s: fl
     with open(log_path, "wb") as log_file:
         simulator = FleetSimulator(config, start_time=start_time, incident_log=log_file)
         batches = paced(simulator.batches(batch_size=_batch_size(config.rate, scale), duration_s=duration), scale)
-        with ReadingProducer(bootstrap_servers, settings.kafka.topic, config) as producer:
+        with ReadingProducer(bootstrap_servers, settings.kafka.topic, config,
+                             security=settings.kafka.security) as producer:
             report = publish(producer, ((b.keys(), b.wire_messages()) for b in batches), total=total,
                              show_progress=show_progress, stop=stop,
                              description=f"simulating {config.sensors:,} sensors")
@@ -268,7 +271,8 @@ def replay_csv_to_kafka(settings: Settings, bootstrap_servers: str, path: str | 
                            start_time=start_time, max_gap_s=config.replay_max_gap_s)
     ensure_topics(bootstrap_servers, settings.kafka)
     batches = paced(replay_batches(plan, batch_size=_batch_size(1.0, scale)), scale)
-    with ReadingProducer(bootstrap_servers, settings.kafka.topic, config) as producer:
+    with ReadingProducer(bootstrap_servers, settings.kafka.topic, config,
+                         security=settings.kafka.security) as producer:
         return publish(producer, ((b.keys, b.messages) for b in batches), total=len(plan),
                        show_progress=show_progress, stop=stop, description=f"replaying {Path(path).name}")
 

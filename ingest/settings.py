@@ -53,6 +53,64 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class KafkaSecuritySettings(Section):
+    """How every Kafka client authenticates and encrypts (docs/operations.md, "Connecting to a managed Kafka")."""
+
+    protocol: typing.Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security.protocol: SSL and SASL_SSL encrypt with TLS, SASL_* authenticate "
+                                 "with sasl_mechanism")
+    ssl_cafile: Path | None = Field(
+        None, description="PEM file of the CA(s) that signed the brokers' certificates; empty: the system's CAs")
+    ssl_certfile: Path | None = Field(None, description="PEM client certificate (mutual TLS); needs ssl_keyfile")
+    ssl_keyfile: Path | None = Field(None, description="PEM private key of ssl_certfile")
+    ssl_key_password: SecretStr | None = Field(None, description="password of an encrypted ssl_keyfile")
+    ssl_check_hostname: bool = Field(
+        True, description="check that the broker's certificate names the host connected to; turn off only for "
+                          "a broker reached by an address its certificate does not carry")
+    sasl_mechanism: typing.Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism of SASL_PLAINTEXT / SASL_SSL (Confluent Cloud: PLAIN with an API "
+                             "key; MSK and Aiven: SCRAM-SHA-512 / SCRAM-SHA-256)")
+    sasl_username: str | None = Field(None, description="SASL user (Confluent Cloud: the API key)")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (Confluent Cloud: the API secret); "
+                                                              "never printed")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile", mode="after")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        # Stream workers run in Ray's own working directory: a relative path would point elsewhere there.
+        return None if path is None else path.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSecuritySettings:
+        if self.uses_sasl:
+            for name in ("sasl_username", "sasl_password"):
+                value = getattr(self, name)
+                text = value.get_secret_value() if isinstance(value, SecretStr) else value
+                if not text:
+                    raise ValueError(f"{name} is required with protocol {self.protocol}")
+        tls_files = {"ssl_cafile": self.ssl_cafile, "ssl_certfile": self.ssl_certfile,
+                     "ssl_keyfile": self.ssl_keyfile}
+        if not self.uses_tls:
+            given = [name for name, path in tls_files.items() if path is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} set but protocol {self.protocol} does not use TLS "
+                                 "(SSL or SASL_SSL)")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together (mutual TLS needs both)")
+        for name, path in tls_files.items():
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} {str(path)!r}: no such file")
+        return self
+
+
 class KafkaSettings(Section):
     bootstrap_servers: str | None = Field(
         None, description="host:port list of an existing Kafka; empty starts the embedded broker")
@@ -64,6 +122,7 @@ class KafkaSettings(Section):
     replication_factor: int = Field(1, ge=1)
     group_id: str = Field("smoke-detect", description="group under which offsets are committed (for lag tools)")
     startup_timeout_s: float = Field(30.0, gt=0)
+    security: KafkaSecuritySettings = KafkaSecuritySettings()
 
 
 class SimulatorSettings(Section):

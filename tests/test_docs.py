@@ -48,11 +48,17 @@ def test_documented_environment_variables_are_real_overrides():
     for name in names:
         if name == "SMOKE_SECTION":
             continue
-        section, key = name[len("SMOKE_"):].lower().split("__", 1)
-        value = current[section][key]
+        path = name[len("SMOKE_"):].lower().split("__")  # nested sections too: SMOKE_KAFKA__SECURITY__PROTOCOL
+        value = _at(current, path)
         # Setting each variable to the current value must be accepted: an unknown key is an error.
         settings = load_settings(environ={name: _as_environment_text(value)})
-        assert settings.model_dump(mode="json")[section][key] == value, name
+        assert _at(settings.model_dump(mode="json"), path) == value, name
+
+
+def _at(data: dict, path: list[str]) -> object:
+    for key in path:
+        data = data[key]
+    return data
 
 
 def _as_environment_text(value: object) -> str:

@@ -382,7 +382,7 @@ def _topic(args: argparse.Namespace) -> int:
         return _fail(2, "topic: no Kafka: start the stack with `smoke up` or pass --bootstrap-servers")
     topic = args.settings.kafka.alerts_topic
     try:
-        alerts = recent_alerts(bootstrap, topic, args.minutes * 60)
+        alerts = recent_alerts(bootstrap, topic, args.minutes * 60, security=args.settings.kafka.security)
     except Exception as err:  # kafka-python raises many types; one line is what the operator needs
         print(f"smoke alerts topic: cannot read {topic} on {bootstrap}: {type(err).__name__}: {err}", file=sys.stderr)
         return 1

@@ -11,7 +11,6 @@ read them after the command ends) and say how to stop it: ``smoke broker stop``.
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
@@ -24,11 +23,11 @@ from ingest.settings import Settings
 
 
 def _quiet_kafka(args: argparse.Namespace) -> None:
-    # kafka-python logs every connection at INFO, warns about the admin API version pinned for Tansu
-    # (see ingest.broker) and logs each failed attempt; that would tear through the progress line.
-    # Our own one line says what failed and why; -v brings the library's lines back.
+    # The library's lines would tear through the progress line; -v brings them back.
     if not getattr(args, "verbose", False):
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+        from ingest.kafka_clients import quiet_library_logs
+
+        quiet_library_logs()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -51,8 +51,9 @@ def _quiet(verbose: bool) -> None:
         # Ray warns on every connect that token auth is on; we say so once in our own table.
         logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
-        # kafka-python warns about the admin API version pinned for the embedded broker (see ingest.broker).
-        logging.getLogger("kafka").setLevel(logging.ERROR)
+        from ingest.kafka_clients import quiet_library_logs
+
+        quiet_library_logs(logging.ERROR)
 
 
 def _up(args: argparse.Namespace) -> int:
