@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actors.alerts import FIRE, RAISED
 from actors.detection import DetectionEngine
+from ingest.alert_message import FIRE, RAISED
 from ingest.schema import LABEL, MEASUREMENTS, SENSOR_ID, TIMESTAMP
 from ingest.settings import Settings
 from train.dataset import build_features, feature_matrix, load_source, split_by_time, validate_frame
