@@ -123,7 +123,7 @@ def measure(port: int, path: str, body: bytes, concurrency: int, seconds: float)
 
 def train_model(root: Path) -> str:
     """A production model trained by the real pipeline (quick mode) in a fresh registry."""
-    from ingest.kaggle import write_kaggle_csv
+    from ingest.kaggle_generator import write_kaggle_csv
     from ingest.settings import load_settings
     from train.pipeline import train_and_register
 

@@ -29,7 +29,7 @@ import numpy as np
 from sklearn.model_selection import GridSearchCV, PredefinedSplit
 from sklearn.pipeline import Pipeline
 
-from ingest.kaggle import write_kaggle_csv
+from ingest.kaggle_generator import write_kaggle_csv
 from ingest.schema import LABEL
 from ingest.settings import load_settings
 from train.dataset import build_features, feature_matrix, load_source, split_by_time, validate_frame

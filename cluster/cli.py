@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "cluster.commands.ingest",    # broker, simulate, replay, load
     "cluster.commands.stream",    # stream start|status|stop|scale
     "cluster.commands.train",     # train, models list|show|promote|rollback
+    "cluster.commands.evaluate",  # evaluate (detection on recordings)
     "cluster.commands.serve",     # serve start|status|stop
     "cluster.commands.alerts",    # alerts (incidents, ack, silences, sensors), alerts router start|status|stop
 )

@@ -8,7 +8,7 @@ predict. The training data, in order of preference:
    (it is never committed);
 2. the Parquet lake of an earlier run (``stream.lake_dir``);
 3. a generated Kaggle-format file from the shared sensor physics
-   (:func:`ingest.kaggle.write_kaggle_csv`), labelled as generated in the log.
+   (:func:`ingest.kaggle_generator.write_kaggle_csv`), labelled as generated in the log.
 
 The run is the quick one (one LightGBM in this process, seconds); a sweep on
 the cluster can replace it later (``smoke train`` or ``ray job submit``).
@@ -50,7 +50,7 @@ def train_initial_model(settings: Settings, advance: Callable[[str], None]) -> t
 
     Returns the version and the label of its data source.
     """
-    from ingest.kaggle import write_kaggle_csv
+    from ingest.kaggle_generator import write_kaggle_csv
     from train.pipeline import train_and_register
 
     source, label = training_source(settings)

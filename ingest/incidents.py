@@ -2,7 +2,7 @@
 
 The one model of sensor physics, used by the fleet simulator
 (:mod:`ingest.simulator`) and by the Kaggle-format file generator
-(:func:`ingest.kaggle.write_kaggle_csv`).
+(:func:`ingest.kaggle_generator.write_kaggle_csv`).
 
 The air around a sensor is described by a few latent quantities (temperature,
 humidity, pressure, volatile organics, hydrogen- and ethanol-like gases, and the

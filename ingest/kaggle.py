@@ -1,4 +1,4 @@
-"""The Kaggle "Smoke Detection Dataset" CSV: read it into canonical columns, or generate a look-alike.
+"""The Kaggle "Smoke Detection Dataset" CSV: read it into canonical columns.
 
 The file (users download it from Kaggle, see ``data/README.md``; it is never
 committed) has the header of :data:`ingest.schema.KAGGLE_HEADER`: an unnamed
@@ -12,41 +12,28 @@ that :func:`ingest.validation.validate_records` rejects that row with
 ``float64``). ``CNT`` is kept as metadata (``cnt``); it and ``UTC`` leak the
 label and are never features.
 
-:func:`write_kaggle_csv` writes a realistic file of the same format for tests,
-from the sensor physics of :mod:`ingest.incidents`: time-ordered sessions of
-quiet indoor and outdoor air, cooking, and wood, gas and candle fires, in which
-the signals rise together; about 71% of rows are labelled 1, as in the real data.
+Files in this format for tests and for a first model are written by
+:mod:`ingest.kaggle_generator`; this module only reads.
 
 >>> import tempfile, pathlib
+>>> from ingest.kaggle_generator import write_kaggle_csv
 >>> tmp = tempfile.TemporaryDirectory()
 >>> path = pathlib.Path(tmp.name) / "smoke.csv"
->>> made = write_kaggle_csv(path, rows=2_000, seed=7, bad_rows=3)
+>>> _ = write_kaggle_csv(path, rows=2_000, seed=7, bad_rows=3)
 >>> frame = read_kaggle_csv(path)
 >>> len(frame), frame["sensor_id"].iloc[0], sorted(set(frame["fire_alarm"].dropna()))
 (2000, 'kaggle-0', [0, 1])
->>> 0.65 < made.fire_share < 0.78
-True
 >>> tmp.cleanup()
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ingest.incidents import (
-    SIGNATURES,
-    IncidentKind,
-    blend_coarse,
-    draw_baselines,
-    effect,
-    intensity,
-    kind_code,
-)
 from ingest.schema import (
     CANONICAL_TO_KAGGLE,
     KAGGLE_COUNTER,
@@ -63,9 +50,6 @@ from ingest.schema import (
 
 DEFAULT_SENSOR_ID = "kaggle-0"
 COUNTER = "cnt"
-# The real recordings are from June 2022, one reading per second.
-_FIRST_UTC = 1_654_712_187
-FIRE_SHARE = 0.715
 
 
 class KaggleFormatError(ValueError):
@@ -158,177 +142,5 @@ def kaggle_label_problems(labels: pd.Series) -> dict[int, tuple[str, str]]:
     return problems
 
 
-# --- the generator -----------------------------------------------------------------------------
-
-# Session kinds of the real recordings: (incident or None for quiet air, environment, label, weight).
-_SESSIONS: dict[str, tuple[IncidentKind | None, str, int, float]] = {
-    "indoor": (None, "indoor", 0, 0.45),
-    "outdoor": (None, "outdoor", 0, 0.35),
-    "cooking": (IncidentKind.NUISANCE, "indoor", 0, 0.20),
-    "wood_smouldering": (IncidentKind.SMOULDERING, "indoor", 1, 0.25),
-    "wood_flaming": (IncidentKind.FLAMING, "indoor", 1, 0.15),
-    "gas": (IncidentKind.GAS, "indoor", 1, 0.3),
-    "candle": (IncidentKind.CANDLE, "indoor", 1, 0.3),
-}
-# Bad rows for loader tests, in the order they are injected: (what, the reason validation gives).
-BAD_ROW_KINDS: tuple[tuple[str, str], ...] = (
-    ("missing cell", Reason.MISSING_FIELD),
-    ("non-numeric cell", Reason.WRONG_TYPE),
-    ("value above its range", Reason.OUT_OF_RANGE),
-    ("value below its range", Reason.OUT_OF_RANGE),
-    ("timestamp not a number", Reason.BAD_TIMESTAMP),
-)
-
-
-@dataclass(frozen=True)
-class Session:
-    kind: str
-    first_row: int
-    rows: int
-    label: int
-
-
-@dataclass
-class GeneratedCsv:
-    """What :func:`write_kaggle_csv` wrote: sessions, and the rows made bad with the reason expected."""
-
-    path: Path
-    rows: int
-    fire_share: float
-    sessions: list[Session] = field(default_factory=list)
-    bad_rows: dict[int, str] = field(default_factory=dict)  # row position -> expected reason
-
-
-def write_kaggle_csv(path: str | Path, rows: int = 5_000, seed: int = 0, bad_rows: int = 0,
-                     sessions: int | None = None) -> GeneratedCsv:
-    """Write a realistic Kaggle-format CSV of ``rows`` readings, reproducible from ``seed``.
-
-    ``sessions`` recording sessions (default: about one per 250 rows, at least 12)
-    in time order, one reading per second, with gaps between sessions. With
-    ``bad_rows`` > 0 that many rows are spoiled, cycling through
-    :data:`BAD_ROW_KINDS`; their positions and expected reasons are returned.
-    """
-    if rows < 1:
-        raise ValueError("rows must be at least 1")
-    rng = np.random.default_rng(seed)
-    n_sessions = sessions or max(12, rows // 250)
-    lengths = rng.uniform(0.5, 1.5, n_sessions)
-    lengths = np.maximum(1, np.floor(lengths / lengths.sum() * rows)).astype(int)
-    lengths[-1] += rows - lengths.sum()
-    if lengths[-1] < 1:
-        raise ValueError(f"{rows} rows is too few for {n_sessions} sessions")
-    kinds = _session_kinds(rng, lengths)
-
-    blocks: list[np.ndarray] = []
-    labels = np.empty(rows, dtype=np.int64)
-    utc = np.empty(rows, dtype=np.int64)
-    cnt = np.empty(rows, dtype=np.int64)
-    written: list[Session] = []
-    start, first = _FIRST_UTC, 0
-    for kind, length in zip(kinds, lengths, strict=True):
-        incident, environment, label, _ = _SESSIONS[kind]
-        if incident is not None and rng.random() < 0.3:
-            environment = "outdoor"
-        blocks.append(_session_values(rng, incident, environment, int(length)))
-        rows_of = slice(first, first + length)
-        labels[rows_of] = label
-        utc[rows_of] = start + np.arange(length)
-        cnt[rows_of] = np.arange(length)
-        written.append(Session(kind, first, int(length), label))
-        start += int(length) + int(rng.uniform(60, 7_200))
-        first += length
-
-    frame = pd.DataFrame(np.vstack(blocks), columns=[CANONICAL_TO_KAGGLE[m] for m in MEASUREMENTS])
-    frame.insert(0, KAGGLE_TIMESTAMP, utc)
-    frame[KAGGLE_COUNTER] = cnt
-    frame[KAGGLE_LABEL] = labels
-    frame, spoiled = _spoil(rng, frame, bad_rows)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=True, index_label="")
-    return GeneratedCsv(path, rows, float(labels.mean()), written, spoiled)
-
-
-def _session_kinds(rng: np.random.Generator, lengths: np.ndarray) -> list[str]:
-    """Kinds of sessions so that about FIRE_SHARE of rows are labelled 1."""
-    fire = [k for k, v in _SESSIONS.items() if v[2] == 1]
-    quiet = [k for k, v in _SESSIONS.items() if v[2] == 0]
-    kinds: list[str] = []
-    fire_rows = 0
-    order = rng.permutation(len(lengths))
-    choose_fire = np.zeros(len(lengths), dtype=bool)
-    for k in order:  # greedy in random order: label a session 1 while fire rows are short of the share
-        if fire_rows + lengths[k] / 2 <= FIRE_SHARE * lengths.sum():
-            choose_fire[k] = True
-            fire_rows += lengths[k]
-    for is_fire in choose_fire:
-        pool = fire if is_fire else quiet
-        weights = np.array([_SESSIONS[k][3] for k in pool])
-        kinds.append(pool[rng.choice(len(pool), p=weights / weights.sum())])
-    return kinds
-
-
-def _session_values(rng: np.random.Generator, incident: IncidentKind | None, environment: str,
-                    length: int) -> np.ndarray:
-    """Readings of one recording session (one sensor, one per second)."""
-    base = draw_baselines(rng, [environment])
-    idx = np.zeros(length, dtype=np.int64)
-    latent = base.latent(idx)
-    # Slow drift of temperature and humidity (a random walk per second).
-    latent[:, 0] += np.cumsum(rng.normal(0.0, 0.01, length))
-    latent[:, 1] += np.cumsum(rng.normal(0.0, 0.02, length))
-    if incident is not None:
-        code = kind_code(incident)
-        codes = np.full(length, code)
-        elapsed = np.arange(length, dtype=np.float64)
-        # A fire is lit near the start and burns through the session; turbulence makes it flicker.
-        level = intensity(codes, elapsed + 0.05 * length, np.full(length, 1.1 * length))
-        level *= np.exp(_smooth_noise(rng, length, 0.6))
-        size = np.full(length, rng.lognormal(0.0, SIGNATURES[incident].spread))
-        latent += effect(codes, level, size)
-        blend_coarse(latent, codes, level, size)
-    return base.measure(rng, idx, latent)
-
-
-def _smooth_noise(rng: np.random.Generator, length: int, sigma: float) -> np.ndarray:
-    """AR(1) noise with a ~30 s memory and stationary standard deviation ``sigma``."""
-    phi = math.exp(-1.0 / 30.0)
-    shocks = rng.normal(0.0, sigma * math.sqrt(1 - phi * phi), length)
-    out = np.empty(length)
-    acc = rng.normal(0.0, sigma)
-    for k in range(length):
-        acc = phi * acc + shocks[k]
-        out[k] = acc
-    return out
-
-
-def _spoil(rng: np.random.Generator, frame: pd.DataFrame, count: int) -> tuple[pd.DataFrame, dict[int, str]]:
-    """Spoil ``count`` distinct rows (never the first); the new frame and position -> expected reason."""
-    if count <= 0:
-        return frame, {}
-    if count >= len(frame):
-        raise ValueError(f"cannot spoil {count} of {len(frame)} rows")
-    positions = rng.choice(np.arange(1, len(frame)), size=count, replace=False)
-    spoiled: dict[int, str] = {}
-    frame = frame.astype(object)
-    for n, pos in enumerate(sorted(positions.tolist())):
-        what, reason = BAD_ROW_KINDS[n % len(BAD_ROW_KINDS)]
-        column = CANONICAL_TO_KAGGLE[MEASUREMENTS[n % len(MEASUREMENTS)]]
-        if what == "missing cell":
-            frame.iat[pos, frame.columns.get_loc(column)] = ""
-        elif what == "non-numeric cell":
-            frame.iat[pos, frame.columns.get_loc(column)] = "n/a"
-        elif what == "value above its range":
-            frame.iat[pos, frame.columns.get_loc("Humidity[%]")] = 140.0
-        elif what == "value below its range":
-            frame.iat[pos, frame.columns.get_loc("PM2.5")] = -3.0
-        else:
-            frame.iat[pos, frame.columns.get_loc(KAGGLE_TIMESTAMP)] = "yesterday"
-        spoiled[pos] = reason
-    return frame, spoiled
-
-
-__all__ = [
-    "BAD_ROW_KINDS", "COUNTER", "DEFAULT_SENSOR_ID", "KAGGLE_TO_CANONICAL", "GeneratedCsv",
-    "KaggleFormatError", "Session", "kaggle_label_problems", "read_kaggle_csv", "write_kaggle_csv",
-]
+__all__ = ["COUNTER", "DEFAULT_SENSOR_ID", "KAGGLE_TO_CANONICAL", "KaggleFormatError", "kaggle_label_problems",
+           "read_kaggle_csv"]

@@ -12,7 +12,7 @@ Files are keyed by the source file's content fingerprint (and chunk number), so
 loading the same file twice replaces its files instead of adding duplicates.
 
 >>> import tempfile, pathlib
->>> from ingest.kaggle import write_kaggle_csv
+>>> from ingest.kaggle_generator import write_kaggle_csv
 >>> workdir = tempfile.TemporaryDirectory(); tmp = pathlib.Path(workdir.name)
 >>> _ = write_kaggle_csv(tmp / "smoke.csv", rows=1_000, seed=1, bad_rows=2)
 >>> report = load_file(tmp / "smoke.csv", tmp / "lake")

@@ -184,6 +184,17 @@ class TrainSettings(Section):
     max_concurrent_trials: int = Field(1, ge=1)
 
 
+class RetrainSettings(Section):
+    """How a retrained candidate is judged against production on a later window (cluster/guarded_retrain.py)."""
+
+    pr_auc_tolerance: float = Field(0.002, ge=0, description="candidate PR-AUC on the guard window may be this "
+                                                              "much below production's and still count as no worse")
+    delay_tolerance_s: float = Field(10.0, ge=0, description="median time to detect may be this much longer "
+                                                             "(replay of the guard window through the engine)")
+    false_alerts_tolerance_per_100h: float = Field(0.0, ge=0, description="fire alerts on label-0 readings per "
+                                                                          "100 sensor-hours: this many more allowed")
+
+
 class ServeVariant(Section):
     """One arm of the A/B split: a registry reference and its share of the sensors."""
 
@@ -614,6 +625,7 @@ class Settings(Section):
     simulator: SimulatorSettings = SimulatorSettings()
     stream: StreamSettings = StreamSettings()
     train: TrainSettings = TrainSettings()
+    retrain: RetrainSettings = RetrainSettings()
     serve: ServeSettings = ServeSettings()
     ray: RaySettings = RaySettings()
     detection: DetectionSettings = DetectionSettings()

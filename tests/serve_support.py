@@ -34,7 +34,7 @@ def free_port() -> int:
 
 def train_registry(root: Path, versions: int = 1, model_name: str = MODEL_NAME) -> str:
     """A registry with ``versions`` models trained by the real pipeline (quick mode); the first is production."""
-    from ingest.kaggle import write_kaggle_csv
+    from ingest.kaggle_generator import write_kaggle_csv
     from train.pipeline import train_and_register
 
     settings = load_settings(environ={})

@@ -5,8 +5,9 @@ import importlib
 
 import pytest
 
-MODULES = ["ingest.incidents", "ingest.kaggle", "ingest.lake", "ingest.loader", "ingest.simulator",
-           "tests.malformed_corpus", "ingest.reading", "ingest.progress"]
+MODULES = ["ingest.incidents", "ingest.kaggle", "ingest.kaggle_generator", "ingest.kaggle_compare",
+           "ingest.sensor_kit", "ingest.lake", "ingest.loader", "ingest.simulator", "tests.malformed_corpus",
+           "ingest.reading", "ingest.progress"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -7,12 +7,8 @@ import orjson
 import pandas as pd
 import pytest
 
-from ingest.kaggle import (
-    BAD_ROW_KINDS,
-    KaggleFormatError,
-    read_kaggle_csv,
-    write_kaggle_csv,
-)
+from ingest.kaggle import KaggleFormatError, read_kaggle_csv
+from ingest.kaggle_generator import BAD_ROW_KINDS, FIRE_KINDS, write_kaggle_csv
 from ingest.lake import LakeError, read_lake, read_rejects, stream_key, write_lake_file, write_rejects
 from ingest.loader import LoadError, fingerprint, load_file
 from ingest.schema import KAGGLE_HEADER, LABEL, MEASUREMENTS, SENSOR_ID, TIMESTAMP, Reason
@@ -46,11 +42,12 @@ def test_generated_data_looks_like_the_dataset(tmp_path):
     # Heavy tails: particle counts and TVOC spike by orders of magnitude above their medians.
     for name in ("tvoc_ppb", "pm2_5_ugm3", "nc0_5_per_cm3"):
         assert frame[name].quantile(0.999) > 30 * frame[name].median(), name
-    # Sessions in time order, CNT restarting in each.
-    assert len(made.sessions) >= 12
+    # Sessions in time order, CNT restarting in each, each starting in clean air.
+    assert len(made.sessions) >= 3
     starts = [s.first_row for s in made.sessions]
     assert (frame["cnt"].iloc[starts] == 0).all()
-    assert {s.kind for s in made.sessions if s.label == 1} <= {"wood_smouldering", "wood_flaming", "gas", "candle"}
+    assert all(s.episodes[0].kind == "clean" and s.episodes[0].label == 0 for s in made.sessions)
+    assert {e.kind for s in made.sessions for e in s.episodes if e.label == 1} <= set(FIRE_KINDS)
 
 
 # Means and standard deviations of the real data (docs/architecture.md, "The Kaggle recordings").

@@ -17,7 +17,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from cluster.cli import main as smoke
 from ingest.broker import EmbeddedBroker, ensure_topics
-from ingest.kaggle import write_kaggle_csv
+from ingest.kaggle_generator import write_kaggle_csv
 from ingest.producer import ReadingProducer, replay_csv_to_kafka, simulate_to_kafka
 from ingest.settings import KafkaSettings, SimulatorSettings
 from ingest.simulator import FleetSimulator, read_incident_log

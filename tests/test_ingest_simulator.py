@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from ingest.incidents import IncidentKind
-from ingest.kaggle import read_kaggle_csv, write_kaggle_csv
+from ingest.kaggle import read_kaggle_csv
+from ingest.kaggle_generator import write_kaggle_csv
 from ingest.schema import MEASUREMENTS
 from ingest.settings import SimulatorSettings
 from ingest.simulator import (

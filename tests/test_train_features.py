@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ingest.kaggle import read_kaggle_csv, write_kaggle_csv
+from ingest.kaggle import read_kaggle_csv
+from ingest.kaggle_generator import write_kaggle_csv
 from ingest.schema import LABEL, MEASUREMENTS, SENSOR_ID, TIMESTAMP
 from train.dataset import build_features, split_by_time, validate_frame
 from train.features import FEATURE_NAMES, FeatureState, compute_features
@@ -18,7 +19,7 @@ def readings(tmp_path_factory) -> pd.DataFrame:
     tmp = tmp_path_factory.mktemp("kaggle")
     frames = []
     for seed, sensor in enumerate(("kitchen-1", "hall-2", "lab-3")):
-        path = write_kaggle_csv(tmp / f"{sensor}.csv", rows=700, seed=seed, sessions=7).path
+        path = write_kaggle_csv(tmp / f"{sensor}.csv", rows=700, seed=seed, sessions=2).path
         frames.append(read_kaggle_csv(path, sensor_id=sensor))
     raw = pd.concat(frames, ignore_index=True)
     valid, rejected = validate_frame(raw)

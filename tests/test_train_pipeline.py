@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cluster.cli import main as smoke
-from ingest.kaggle import write_kaggle_csv
+from ingest.kaggle_generator import write_kaggle_csv
 from ingest.settings import Settings, load_settings
 from train.features import FEATURE_NAMES, POINT_FEATURES
 from train.pipeline import train_and_register
@@ -32,7 +32,7 @@ TRIALS = [
 def kaggle_csv(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "smoke.csv"
     # 30 short sessions so the later 20% of the timeline holds label onsets (time-to-detect).
-    return write_kaggle_csv(path, rows=6000, seed=11, bad_rows=4, sessions=30).path
+    return write_kaggle_csv(path, rows=6000, seed=11, bad_rows=4).path
 
 
 @pytest.fixture

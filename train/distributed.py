@@ -83,7 +83,7 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     train_set = lgb.Dataset(x_train, y_train)
     booster = lgb.train(params, train_set, rounds,
                         valid_sets=[lgb.Dataset(x_val, y_val, reference=train_set)], valid_names=["validation"],
-                        callbacks=[lgb.early_stopping(patience, verbose=False)])
+                        callbacks=[lgb.early_stopping(patience, first_metric_only=True, verbose=False)])
     metrics = {"best_iteration": int(booster.best_iteration or booster.current_iteration()),
                "validation_pr_auc": float(booster.best_score["validation"]["average_precision"])}
     # Every worker must report (it is a barrier); only rank 0 carries the model.

@@ -59,6 +59,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 __all__ = ["LoadedModel", "ModelRegistry", "PromotionRefused", "RegistryError", "code_version"]
 
 
+DECISIONS_FILE = "retrain.decisions.jsonl"
+
+
 class RegistryError(LookupError):
     """A version or alias that does not exist, or a registry that cannot be read."""
 
@@ -273,6 +276,20 @@ class ModelRegistry:
                                 f"this code computes version {FEATURE_VERSION}: retrain it")
         directory = self.directory / version
         return LoadedModel(self.name, version, meta, load_model(directory / meta["model_file"]), directory)
+
+    def record_decision(self, decision: dict[str, Any]) -> None:
+        """Append a retraining decision (promoted or refused, and why) to ``retrain.decisions.jsonl``."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(decision, sort_keys=True, default=_json_default)
+        with self._lock(), open(self.directory / DECISIONS_FILE, "a") as out:
+            out.write(line + "\n")
+
+    def decisions(self) -> list[dict[str, Any]]:
+        """Every recorded retraining decision, oldest first."""
+        path = self.directory / DECISIONS_FILE
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -73,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sample.add_argument("--rows", type=int, default=10_000)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--bad-rows", type=int, default=0, help="rows to spoil, for trying the loader")
+    sample.add_argument("--compare", type=Path, metavar="KAGGLE_CSV",
+                        help="then compare the written file with this Kaggle-format file (the real recordings): "
+                             "per-column quantiles, floor shares, KS distance")
     sample.set_defaults(func=_sample)
 
 
@@ -200,9 +203,18 @@ def _load(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from ingest.kaggle import write_kaggle_csv
+    from ingest.kaggle_generator import write_kaggle_csv
 
     made = write_kaggle_csv(args.file, rows=args.rows, seed=args.seed, bad_rows=args.bad_rows)
     print(f"wrote {made.rows:,} rows in {len(made.sessions)} sessions to {made.path} "
-          f"({made.fire_share:.1%} labelled fire, {len(made.bad_rows)} bad rows)")
+          f"({made.fire_share:.1%} labelled fire, {made.label_changes} label changes, {len(made.bad_rows)} bad rows)")
+    if args.compare is not None:
+        from ingest.kaggle import KaggleFormatError
+        from ingest.kaggle_compare import compare_kaggle_files
+
+        try:
+            print(compare_kaggle_files(made.path, args.compare).table())
+        except KaggleFormatError as err:
+            print(f"smoke sample-csv: {err}", file=sys.stderr)
+            return 1
     return 0

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from cluster.ray_driver import DriverError, address_of, driver_or_local_ray
@@ -42,6 +43,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     promote.set_defaults(func=_promote)
     rollback = sub.add_parser("rollback", help="point production back at the previous production version")
     rollback.set_defaults(func=_rollback)
+    history = sub.add_parser("history", help="guarded retraining runs: each candidate, promoted or refused, and why")
+    history.add_argument("--json", action="store_true", help="print JSON")
+    history.set_defaults(func=_history)
+
+    retrain = subparsers.add_parser("retrain", help="train a candidate and promote it only if it is no worse than "
+                                                    "production on a later window (missed alarms, time to detect, "
+                                                    "false alerts, PR-AUC)")
+    retrain.add_argument("--source", required=True, help="training data: Kaggle-format CSV or Parquet lake")
+    retrain.add_argument("--guard", required=True, type=Path,
+                         help="later recordings (Kaggle-format CSV) the candidate is judged on")
+    retrain.set_defaults(func=_retrain)
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -150,3 +162,32 @@ def _rollback(args: argparse.Namespace) -> int:
 
 def _fmt(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, float) else ("n/a" if value is None else str(value))
+
+
+def _history(args: argparse.Namespace) -> int:
+    decisions = _registry(args).decisions()
+    if args.json:
+        print(json.dumps(decisions, indent=2))
+        return 0
+    if not decisions:
+        print("no retraining runs recorded")
+        return 0
+    for d in decisions:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d["at"]))
+        verdict = "promoted" if d["promoted"] else "refused"
+        print(f"{when} UTC  {d['candidate']}  {verdict} (production was {d['production']})"
+              + (f": {'; '.join(d['reasons'])}" if d["reasons"] else ""))
+    return 0
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from cluster.guarded_retrain import guarded_retrain
+
+    try:
+        decision = guarded_retrain(args.settings, args.source, args.guard)
+    except (ValueError, LookupError) as err:
+        print(f"smoke retrain: {err}", file=sys.stderr)
+        return 1
+    print(f"{decision['candidate']} {'promoted' if decision['promoted'] else 'refused'}"
+          + (f": {'; '.join(decision['reasons'])}" if decision["reasons"] else ""))
+    return 0
