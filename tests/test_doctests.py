@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["ingest.validation", "ingest.reading", "ingest.settings", "train.features", "train.slot_table",
-           "serve.errors"]
+           "serve.errors", "ingest.mqtt_bridge", "cluster.shared_paths"]
 
 
 @pytest.mark.parametrize("name", MODULES)
