@@ -169,6 +169,8 @@ class MqttBridge:
         self._kafka_error: str | None = None
         self._lock = threading.Lock()
         self._http: ThreadingHTTPServer | None = None
+        self._closing = False
+        self.settled = 0  # messages whose record Kafka accepted (readings and dead letters)
         self.producer = self._new_producer()
         self.client = self._new_client()
 
@@ -226,6 +228,8 @@ class MqttBridge:
             self._connected = False
             self._disconnect_cause = f"disconnected from the MQTT broker: {reason}"
         self.metrics.connected.set(0)
+        if self._closing:
+            return
         log.warning("mqtt: disconnected from %s:%d (%s); reconnecting", self.config.host, self.config.port, reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
@@ -336,8 +340,25 @@ class MqttBridge:
             self._kafka_error = cause
 
     def _settle(self) -> None:
-        """Acknowledge, in order, the messages Kafka accepted; resend the failed ones when due."""
+        """Acknowledge, in order, the messages Kafka accepted; resend the failed ones when due.
+
+        Only the head is inspected while all goes well (acknowledgements are in order anyway);
+        once the head has failed, every failed record behind it is resent too, not one by one.
+        """
         now = time.monotonic()
+        pending = self._pending
+        while pending:
+            head = pending[0]
+            future = head.future
+            if future is not None and future.is_done and future.succeeded():
+                pending.popleft()
+                self._acknowledge(head, now)
+                continue
+            if future is None or future.is_done:
+                self._resend_failed(now)
+            break
+
+    def _resend_failed(self, now: float) -> None:
         for delivery in self._pending:
             future = delivery.future
             if future is not None and future.is_done and future.failed():
@@ -346,19 +367,18 @@ class MqttBridge:
             if delivery.future is None and delivery.retry_at <= now:
                 self.metrics.resent.inc()
                 self._send(delivery)
-        pending = self._pending
-        while pending and pending[0].future is not None and pending[0].future.is_done \
-                and pending[0].future.succeeded():
-            delivery = pending.popleft()
-            if delivery.record[0] == self.kafka.topic:
-                self.metrics.forwarded.inc()
-            self.metrics.latency.observe(now - delivery.received)
-            with self._lock:
-                self._kafka_error = None
-                current = delivery.session == self._session and self._connected
-            # A message of an earlier connection is not acknowledged: the broker sends it again on this one.
-            if current and delivery.qos > 0:
-                self.client.ack(delivery.mid, delivery.qos)
+
+    def _acknowledge(self, delivery: Delivery, now: float) -> None:
+        self.settled += 1
+        if delivery.record[0] == self.kafka.topic:
+            self.metrics.forwarded.inc()
+        self.metrics.latency.observe(now - delivery.received)
+        with self._lock:
+            self._kafka_error = None
+            current = delivery.session == self._session and self._connected
+        # A message of an earlier connection is not acknowledged: the broker sends it again on this one.
+        if current and delivery.qos > 0:
+            self.client.ack(delivery.mid, delivery.qos)
 
     def flush(self, timeout_s: float = 10.0) -> None:
         """Wait until every received message is in Kafka and acknowledged (or ``timeout_s`` passed)."""
@@ -386,8 +406,9 @@ class MqttBridge:
         try:
             self.flush(timeout_s=5.0)
         finally:
-            self.client.loop_stop()
+            self._closing = True
             self.client.disconnect()
+            self.client.loop_stop()
             self.producer.close(timeout=5)
             if self._http is not None:
                 self._http.shutdown()
