@@ -268,3 +268,43 @@ def test_kill_9_of_the_bridge_mid_stream_loses_nothing(mosquitto, kafka_settings
         client.disconnect()
         bridge.send_signal(signal.SIGTERM)
         bridge.wait(30)
+
+
+def test_smoke_up_part_starts_the_bridge_and_status_tells_its_health(mosquitto, kafka_settings, broker, tmp_path,
+                                                                     monkeypatch):
+    from cluster.health import check_mqtt_bridge
+    from cluster.processes import session_pids, stop_session
+    from cluster.stack import StackError, UpOptions, start_mqtt_bridge
+    from cluster.stack_state import StackState
+    from ingest.progress import Steps
+    from ingest.settings import load_settings
+
+    for name, value in {"SMOKE_MQTT__PORT": mosquitto.port, "SMOKE_MQTT__METRICS_PORT": free_port(),
+                        "SMOKE_MQTT__CLIENT_ID": f"up-{os.urandom(3).hex()}",
+                        "SMOKE_KAFKA__TOPIC": kafka_settings.topic,
+                        "SMOKE_KAFKA__DLQ_TOPIC": kafka_settings.dlq_topic, "SMOKE_RAY__RUN_DIR": tmp_path / "var",
+                        "PYTHONPATH": REPO}.items():
+        monkeypatch.setenv(name, str(value))
+    settings = load_settings()
+    state = StackState(bootstrap_servers=broker.bootstrap_servers)
+    with Steps() as steps, steps.step("mqtt_bridge") as step:
+        start_mqtt_bridge(settings, state, UpOptions(), step)
+    try:
+        assert session_pids(state.bridge_pid)
+        check = check_mqtt_bridge(state)
+        assert check.healthy, check.detail
+        mosquitto.stop()
+        deadline = time.monotonic() + 30
+        while check_mqtt_bridge(state).healthy and time.monotonic() < deadline:
+            time.sleep(0.2)
+        down = check_mqtt_bridge(state)
+        assert down.healthy is False and "disconnected" in down.detail, down.detail
+    finally:
+        stop_session(state.bridge_pid, grace_s=10.0)
+    assert not state.bridge_running()
+    assert check_mqtt_bridge(state).healthy is False  # gone: not silently ok
+    # No MQTT broker at all: `smoke up` says why the part is missing, in one line.
+    monkeypatch.setenv("SMOKE_MQTT__PORT", str(free_port()))
+    refused = "did not start: smoke bridge mqtt: cannot connect to the MQTT broker"
+    with pytest.raises(StackError, match=refused), Steps() as steps, steps.step("mqtt_bridge") as step:
+        start_mqtt_bridge(load_settings(), StackState(bootstrap_servers=broker.bootstrap_servers), UpOptions(), step)
