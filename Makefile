@@ -38,9 +38,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
 # Every guarantee's tests, long scenarios included; RELIABILITY.md is rendered from what they measured.
-RELIABILITY_TESTS := tests/test_reliability_stream.py tests/test_reliability_serve.py tests/test_stream_recovery.py \
-	tests/test_stream_broker_reset.py tests/test_stream_state.py tests/test_stream_dlq_metrics.py \
-	tests/test_stream_e2e.py tests/test_serve_api.py tests/test_serve_lifecycle.py tests/test_ingest_validation.py
+RELIABILITY_TESTS := tests/test_actors_reliability.py tests/test_serve_reliability.py tests/test_actors_recovery.py \
+	tests/test_actors_broker_watch.py tests/test_actors_state.py tests/test_actors_dlq_metrics.py \
+	tests/test_actors_e2e.py tests/test_serve_api.py tests/test_serve_lifecycle.py tests/test_ingest_validation.py
 
 reliability: $(STAMP)
 	$(BIN)/python -m pytest --full $(RELIABILITY_TESTS) --reliability-out bench/reliability.json

@@ -49,7 +49,6 @@ from typing import Any
 
 import numpy as np
 
-from actors.alerts import CLEARED, CRITICAL, FIRE, INFO, RAISED, SILENT, STUCK, WARNING, AlertEvent, alert_id
 from actors.detectors.base import Detector, ReadingBatch, Scores, steps
 from actors.detectors.fusion import CRITICAL as CRITICAL_GROUP
 from actors.detectors.fusion import FIRE_CHANNELS, FireEvidence, HysteresisFusion, fire_evidence
@@ -60,6 +59,7 @@ from actors.detectors.silent import SilentSensor
 from actors.detectors.stuck import StuckSignal
 from actors.detectors.thresholds import ThresholdTiers
 from actors.detectors.zscore import EwmaZScore
+from ingest.alert_message import CLEARED, CRITICAL, FIRE, INFO, RAISED, SILENT, STUCK, WARNING, AlertEvent, alert_id
 from ingest.schema import MEASUREMENTS
 from ingest.settings import DetectionSettings
 from train.features import FeatureHistory, features_for_slots

@@ -17,7 +17,7 @@ the loop needs and nothing else:
   ``consume(n, timeout)`` waits out its timeout unless ``n`` messages arrive: measured,
   it would add up to ``poll_timeout_ms`` to every reading's latency at low rates).
 - :meth:`highwater`: the high watermark of the partition's last fetch response, no
-  request (the broker's ``ListOffsets`` under-reports on Tansu, see DESIGN.md).
+  request (the broker's ``ListOffsets`` under-reports on Tansu, see docs/architecture.md).
 - :meth:`committed` / :meth:`commit`: offsets under the group id, visible to standard
   lag tools. Commits are asynchronous: a synchronous librdkafka commit blocked 45 s
   with the broker away (measured) and has no timeout of its own; the result arrives

@@ -2,7 +2,7 @@
 
 It keeps ``desired`` PartitionWorkers alive (spread over the nodes), gives every
 partition of the readings topic to exactly one of them with
-``KafkaConsumer.assign`` (never group ``subscribe``: see DESIGN.md), and reacts
+``KafkaConsumer.assign`` (never group ``subscribe``: see docs/architecture.md, "Platform facts"), and reacts
 to change:
 
 - a worker dies (``ray.kill``, a crash, its node is lost): its partitions go to

@@ -7,7 +7,8 @@ last mile to a person: a durable store of every alert event and incident
 notifications to delivery channels (webhook, Alertmanager, email) and the
 router that reads the topic and is the only writer of alert events.
 
-It imports ``ingest`` (settings, schema) and ``actors.alerts`` (the message it
-reads); ``serve`` (the operator API and console) and ``cluster`` (commands,
-stack) import it; ``train`` never does. See docs/architecture.md.
+It imports only ``ingest`` (settings, and the alert message it reads,
+``ingest.alert_message``); ``serve`` (the operator API and console) and
+``cluster`` (commands, stack) import it; ``train`` never does. See
+docs/architecture.md.
 """

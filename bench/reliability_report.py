@@ -4,7 +4,7 @@ The reliability scenarios are tests. Run with ``--reliability-out``, they write 
 measured to a JSON file (see ``reliability_record`` in ``tests/conftest.py``); this script
 turns that file into RELIABILITY.md, so the document quotes a run instead of typed numbers.
 
-    python -m pytest --full tests/test_reliability_*.py ... --reliability-out bench/reliability.json
+    python -m pytest --full tests/test_*_reliability.py ... --reliability-out bench/reliability.json
     python -m bench.reliability_report                      # bench/reliability.json -> RELIABILITY.md
 
 ``make reliability`` does both with the full scenarios (about 30 minutes on 2 cores).
@@ -65,8 +65,8 @@ GUARANTEES: tuple[Guarantee, ...] = (
         "offset. Every input offset then appears exactly once in the lake or the dead-letter topic, "
         "and no alert_id is published twice, because outputs are keyed by partition and offset and "
         "alert ids are deterministic.",
-        ("tests/test_reliability_stream.py::test_kill_9_of_a_worker_process_loses_nothing_and_recovers",
-         "tests/test_stream_recovery.py::test_worker_kill_then_node_loss_keep_outputs_exactly_once"),
+        ("tests/test_actors_reliability.py::test_kill_9_of_a_worker_process_loses_nothing_and_recovers",
+         "tests/test_actors_recovery.py::test_worker_kill_then_node_loss_keep_outputs_exactly_once"),
         Figures(("stream.kill9_worker_process", "stream.ray_kill_worker"), (
             ("readings sent", "readings"),
             ("workers killed", lambda r: r.get("kills", 1)),
@@ -88,7 +88,7 @@ GUARANTEES: tuple[Guarantee, ...] = (
         "A Ray node removed mid-stream: its partitions move to the survivors",
         "When a node leaves the cluster, the workers on it are replaced on surviving nodes and the "
         "partitions rebalanced, with the same exactly-once outputs as above.",
-        ("tests/test_stream_recovery.py::test_worker_kill_then_node_loss_keep_outputs_exactly_once",),
+        ("tests/test_actors_recovery.py::test_worker_kill_then_node_loss_keep_outputs_exactly_once",),
         Figures(("stream.node_removal",), (
             ("readings sent", "readings"), ("lost", "lost"), ("duplicated in the lake", "duplicated"),
             ("duplicate alerts", "duplicate_alerts"), ("Ray reports the worker dead after (s)", "ray_reports_dead_s"),
@@ -100,8 +100,8 @@ GUARANTEES: tuple[Guarantee, ...] = (
         "A checkpoint holds the detectors' per-sensor state and the next offset, written atomically; "
         "restoring it and reading on gives the same state as never having stopped. A batch that fails "
         "half-way is replayed from the snapshot, never half applied.",
-        ("tests/test_stream_state.py::test_state_restored_from_checkpoint_equals_uninterrupted_run",
-         "tests/test_stream_state.py::test_a_failed_batch_is_replayed_from_the_snapshot_never_half_applied"),
+        ("tests/test_actors_state.py::test_state_restored_from_checkpoint_equals_uninterrupted_run",
+         "tests/test_actors_state.py::test_a_failed_batch_is_replayed_from_the_snapshot_never_half_applied"),
     ),
     Guarantee(
         "One alert per fire incident, within a second of the evidence",
@@ -109,7 +109,7 @@ GUARANTEES: tuple[Guarantee, ...] = (
         "alert is decided and readable on the alerts topic within 1 s (wall clock) of the broker "
         "receiving the reading that completed the evidence. Time to detect is in simulated seconds "
         "from incident onset.",
-        ("tests/test_stream_e2e.py::"
+        ("tests/test_actors_e2e.py::"
          "test_simulated_incidents_through_kafka_and_ray_raise_one_alert_each_within_a_second",),
         Figures(("stream.alerts_end_to_end",), (
             ("readings", "readings"), ("fire incidents scored", "fire_incidents_scored"),
@@ -130,7 +130,7 @@ GUARANTEES: tuple[Guarantee, ...] = (
         "original bytes and a machine-readable reason, is counted by reason, and valid traffic around it "
         "keeps flowing; no worker crashes. A property-based fuzz of decode and validation checks the same "
         "contract on generated payloads.",
-        ("tests/test_stream_dlq_metrics.py::test_adversarial_corpus_goes_to_the_dlq_while_valid_traffic_flows",
+        ("tests/test_actors_dlq_metrics.py::test_adversarial_corpus_goes_to_the_dlq_while_valid_traffic_flows",
          "tests/test_ingest_validation.py::test_fuzz_adversarial_kafka_values"),
         Figures(("kafka_payload_fuzz", "kafka_validation_fuzz"), (
             ("messages", "messages"), ("in the lake (valid)", lambda r: r.get("in_lake", r.get("accepted"))),
@@ -145,7 +145,7 @@ GUARANTEES: tuple[Guarantee, ...] = (
         "smoke simulate and smoke stream start try the broker's address a bounded "
         "number of times with backoff, then exit 1 with one line naming the address and the cause, "
         "not a traceback and not kafka-python's 30 s wait per client.",
-        ("tests/test_reliability_stream.py::test_no_broker_at_start_up_fails_fast_with_one_clear_line",),
+        ("tests/test_actors_reliability.py::test_no_broker_at_start_up_fails_fast_with_one_clear_line",),
         Figures(("stream.no_broker_at_start",), (
             ("attempts", "attempts"), ("seconds until the error, per entry point", "seconds_to_fail"),
             ("the line", "message"),
@@ -158,8 +158,8 @@ GUARANTEES: tuple[Guarantee, ...] = (
         "keeps its log in memory, so it comes back empty: the workers detect offsets below their "
         "checkpoint, read the new log from its beginning under a new log epoch (the old log's lake "
         "files are kept), and do not crash.",
-        ("tests/test_reliability_stream.py::test_broker_outage_mid_stream_workers_back_off_and_resume",
-         "tests/test_stream_broker_reset.py::"
+        ("tests/test_actors_reliability.py::test_broker_outage_mid_stream_workers_back_off_and_resume",
+         "tests/test_actors_broker_watch.py::"
          "test_broker_restart_is_detected_and_the_new_log_is_read_from_its_beginning"),
         Figures(("stream.broker_outage", "stream.broker_reset"), (
             ("outage (s)", "outage_s"), ("worker restarts", "worker_restarts"),
@@ -179,7 +179,7 @@ GUARANTEES: tuple[Guarantee, ...] = (
         "Memory stays flat under sustained load",
         "A worker's resident memory grows during warm-up (per-sensor state, Arrow buffers) and then "
         "stays flat: growth after warm-up and the least-squares slope are bounded.",
-        ("tests/test_reliability_stream.py::test_soak_keeps_worker_memory_flat",),
+        ("tests/test_actors_reliability.py::test_soak_keeps_worker_memory_flat",),
         Figures(("stream.soak",), (
             ("duration (s)", "duration_s"), ("sensors", "sensors"), ("target rate (/s)", "target_rate"),
             ("achieved rate (/s)", "achieved_rate"), ("events processed", "events_processed"),
@@ -198,9 +198,9 @@ GUARANTEES: tuple[Guarantee, ...] = (
         "With two replicas, killing one with SIGKILL fails at most the requests in flight on it; the "
         "surviving replica keeps answering, Serve starts a new replica, and every request sent after that "
         "succeeds. Each failed request succeeded when retried once.",
-        ("tests/test_reliability_serve.py::test_replica_killed_under_load_is_replaced_and_traffic_recovers",
-         "tests/test_reliability_serve.py::test_replicas_killed_repeatedly_under_heavier_load",
-         "tests/test_reliability_serve.py::test_replica_killed_behind_haproxy"),
+        ("tests/test_serve_reliability.py::test_replica_killed_under_load_is_replaced_and_traffic_recovers",
+         "tests/test_serve_reliability.py::test_replicas_killed_repeatedly_under_heavier_load",
+         "tests/test_serve_reliability.py::test_replica_killed_behind_haproxy"),
         Figures(("serve_replica_kill", "serve_replica_kill_full", "serve_replica_kill_haproxy"), (
             ("clients", "clients"), ("kills", "kills"), ("requests", "requests"), ("failed", "failed"),
             ("failed (%)", "failed_pct"), ("failed, then succeeded on one retry", "retried_ok"),

@@ -4,7 +4,7 @@ Both serve the *same* FastAPI app (``serve.api.create_api``) with the same model
 trained here by the real training code on a generated Kaggle-format CSV: plain
 uvicorn runs it in one process with :class:`serve.backend.DirectBackend`; Ray Serve runs
 it in ``SmokeDetector`` replicas behind Serve's ingress (HAProxy, with the
-DESIGN.md flags ``RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_THROUGHPUT_OPTIMIZED=1``),
+The flags of docs/architecture.md ``RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_THROUGHPUT_OPTIMIZED=1``),
 with ``@serve.batch`` for requests that overlap and the deployment options of
 ``configs/serve.yaml``. The ratio therefore measures what Serve adds.
 

@@ -3,7 +3,7 @@
 Why a subprocess and not ``ray.init()``: the head must outlive the command
 that starts it, and ``ray start`` is what an operator would run by hand.
 
-Facts this module codes around (measured on Ray 2.60, see DESIGN.md):
+Facts this module codes around (measured on Ray 2.60, see docs/architecture.md):
 
 - ``address="auto"`` reads ``/tmp/ray/ray_current_cluster`` whatever
   ``--temp-dir`` says, so the GCS address is read from *our* temp dir and

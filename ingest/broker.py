@@ -5,7 +5,7 @@ that cluster and start nothing. Otherwise :class:`EmbeddedBroker` starts the
 memory-only Tansu broker on 127.0.0.1. It keeps data in memory only: a restart
 loses every topic and offset (the stream workers detect the reset and carry on).
 
-Quirks coded around (measured, see DESIGN.md): the admin client needs
+Quirks coded around (measured, see docs/architecture.md): the admin client needs
 ``api_version=(2, 2, 0)`` or its metadata calls fail on Tansu; consumers use
 ``assign()``, never group ``subscribe()``.
 """

@@ -425,6 +425,54 @@ class MqttSettings(Section):
         return self
 
 
+# --- alerting (issue 15) ---------------------------------------------------------------------------
+# One section, three owners: the store, escalation and router fields (below); delivery channels and
+# routes; the operator API and console. Each keeps its fields in its own commented block.
+
+
+def _default_escalation() -> dict[str, float]:
+    # Critical (fire) pages again after 5 minutes without an acknowledgement: the time a fire-alarm
+    # receiving centre allows before calling the next keyholder. Warnings after 30 minutes; info
+    # (cleared notices) never escalates.
+    return {"critical": 300.0, "warning": 1800.0}
+
+
+class AlertingSettings(Section):
+    """The alert service: its store, lifecycle timers, router, delivery and operator API."""
+
+    # Store, lifecycle and router (alerting/store.py, alerting/lifecycle.py, alerting/router.py).
+    store_dsn: str = Field(
+        "sqlite:///data/alerts.db",
+        description="SQLAlchemy URL of the alert store: a SQLite file (relative paths from the working "
+                    "directory, like the other data paths) or postgresql+psycopg://user:pass@host/db")
+    sensors_file: Path = Field(
+        Path("configs/sensors.yaml"),
+        description="sensor_id -> site/building/floor/zone/description, loaded into the store's sensors table "
+                    "at router start (entries edited through the API are kept)")
+    escalate_after_s: dict[str, float] = Field(
+        default_factory=_default_escalation,
+        description="seconds an incident of this severity may stay unacknowledged before it escalates; "
+                    "a severity not listed never escalates")
+    escalation_check_s: float = Field(5.0, gt=0, description="how often the router looks for incidents to escalate")
+    router_name: str = Field("alert-router", min_length=1,
+                             description="name of the detached router actor in ray.namespace")
+    router_num_cpus: float = Field(0.25, ge=0, description="logical CPUs reserved for the router actor")
+    router_poll_max_records: int = Field(500, ge=1, description="alert events the router reads per poll at most")
+    router_poll_timeout_ms: int = Field(200, ge=1, description="how long one router poll waits for events")
+    router_max_restarts: int = Field(-1, ge=-1,
+                                     description="times Ray restarts a crashed router (-1: always)")
+    router_stale_s: float = Field(30.0, gt=0, description="`smoke status` shows the router degraded when its "
+                                                          "loop has not turned for this long")
+
+    @field_validator("escalate_after_s")
+    @classmethod
+    def _positive_delays(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not v > 0}
+        if bad:
+            raise ValueError(f"escalation delays must be positive seconds, got {bad}")
+        return value
+
+
 class Settings(Section):
     kafka: KafkaSettings = KafkaSettings()
     simulator: SimulatorSettings = SimulatorSettings()
@@ -434,6 +482,7 @@ class Settings(Section):
     ray: RaySettings = RaySettings()
     detection: DetectionSettings = DetectionSettings()
     mqtt: MqttSettings = MqttSettings()
+    alerting: AlertingSettings = AlertingSettings()
 
 
 class SettingsError(ValueError):

@@ -6,7 +6,7 @@ the same ``configs/serve.yaml`` that ``serve deploy`` reads, so both ways of
 deploying give the same application; the HTTP host and port come from the
 ``serve`` settings. The caller connects to Ray first (``cluster.ray_driver``).
 
-The ingress flags of DESIGN.md (:data:`SERVE_ENV`) only take effect when they
+The ingress flags (:data:`SERVE_ENV`, docs/architecture.md "Platform facts") only take effect when they
 are in the environment of the Ray processes (the Serve controller reads them at
 start): ``smoke up`` passes them to ``ray start``.
 """

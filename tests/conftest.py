@@ -143,3 +143,18 @@ def ray_cluster():
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server (Debian's binaries) on a free port, for the whole session."""
+    from tests.postgres_server import binaries_missing, start_postgres
+
+    missing = binaries_missing()
+    if missing:
+        pytest.skip(missing)
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,4 +1,4 @@
-"""The replica-kill scenario of tests/test_reliability_serve.py: load, SIGKILL, wait for the replacement.
+"""The replica-kill scenario of tests/test_serve_reliability.py: load, SIGKILL, wait for the replacement.
 
 It runs in the test process on the session's ``ray_cluster``, or as a process of its own:
 

@@ -53,7 +53,7 @@ def test_generated_data_looks_like_the_dataset(tmp_path):
     assert {s.kind for s in made.sessions if s.label == 1} <= {"wood_smouldering", "wood_flaming", "gas", "candle"}
 
 
-# Means and standard deviations of the real data (DESIGN.md, "Dataset facts").
+# Means and standard deviations of the real data (docs/architecture.md, "The Kaggle recordings").
 DATASET_MEAN_STD = {
     "temperature_c": (15.97, 14.36), "humidity_pct": (48.54, 8.87), "tvoc_ppb": (1942, 7812),
     "eco2_ppm": (670, 1906), "raw_h2_ticks": (12942, 272), "raw_ethanol_ticks": (19754, 610),

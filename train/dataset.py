@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 Engine = Literal["ray", "local"]
 READING_COLUMNS = (SENSOR_ID, TIMESTAMP, *MEASUREMENTS)
-# Ray Data's groupby default of 200 shuffle partitions took 26 s on 60k rows (DESIGN.md); a few suffice.
+# Ray Data's groupby default of 200 shuffle partitions took 26 s on 60k rows (docs/architecture.md); a few suffice.
 DEFAULT_NUM_PARTITIONS = 4
 # A source with more rejected rows than this share is refused: it is the wrong file, not noisy data.
 MAX_REJECTED_SHARE = 0.05

@@ -5,7 +5,7 @@ every worker computes the same early-stopping metric and all stop at the same
 round), joins LightGBM's network through ``get_network_params``, trains, and
 reports metrics and the model checkpoint ONCE at the end. The stock
 ``RayTrainReportCallback`` reports every boosting round, which measured 7x
-slower here (DESIGN.md).
+slower here (docs/architecture.md).
 
 Resources: every worker holds ``cpus_per_worker`` CPUs and LightGBM runs that
 many threads. The Train controller takes no CPU. A trainer whose workers do not

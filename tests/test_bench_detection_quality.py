@@ -1,4 +1,4 @@
-"""Offline detection quality on the fleet simulator's ground truth (actors.detection_quality).
+"""Offline detection quality on the fleet simulator's ground truth (bench.detection_quality).
 
 200 sensors x 30 simulated minutes, one reading per sensor per second, through the
 real features and engine; the targets are the issue's: >= 95 % of fire incidents
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.detection_quality import evaluate
+from bench.detection_quality import evaluate
 from ingest.settings import load_settings
 
 

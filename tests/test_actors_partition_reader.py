@@ -16,7 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from actors.partition_reader import PartitionReader
 from actors.worker import StreamLoop
-from tests.test_stream_support import produce, reading
+from tests.stream_support import produce, reading
 
 
 def _poll_until(reader: PartitionReader, count: int, timeout_s: float = 20.0) -> dict[int, list]:

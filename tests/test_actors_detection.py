@@ -16,8 +16,8 @@ import orjson
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from actors.alerts import AlertEvent
 from actors.detection import DetectionEngine, SnapshotError
+from ingest.alert_message import AlertEvent
 from ingest.schema import MEASUREMENTS
 from ingest.settings import DetectionSettings, FusionSettings, SilentSettings, StuckSettings
 from train.features import FEATURE_NAMES, POINT_FEATURES, FeatureState, compute_features
@@ -261,7 +261,7 @@ def test_alert_message_is_json_with_rfc3339_and_epoch_times():
 
 
 def test_state_bytes_per_sensor_at_10000_sensors_match_what_is_allocated():
-    from actors.detection_quality import state_bytes_per_sensor
+    from bench.detection_quality import state_bytes_per_sensor
 
     measured = state_bytes_per_sensor(DetectionSettings(), 10_000)
     print(f"detection state at 10,000 sensors: {measured['estimated_bytes']:.0f} B/sensor estimated, "

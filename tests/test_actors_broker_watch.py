@@ -14,7 +14,7 @@ import pytest
 import ray
 
 from ingest.broker import EmbeddedBroker, ensure_topics
-from tests.test_stream_support import lake_rows, produce, reading, running_stream, stream_settings, wait_for
+from tests.stream_support import lake_rows, produce, reading, running_stream, stream_settings, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import ray
 from sklearn.dummy import DummyClassifier
 
 from actors.supervisor import StreamError, get_stream, start_stream
-from tests.test_stream_support import produce, reading, wait_for
+from tests.stream_support import produce, reading, wait_for
 from train.features import POINT_FEATURES
 from train.registry import ModelRegistry
 

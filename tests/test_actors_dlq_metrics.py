@@ -22,7 +22,7 @@ import ray
 from ingest.schema import Reason
 from ingest.validation import validate_messages
 from tests.malformed_corpus import ODD_BUT_VALID, pairs, random_payloads
-from tests.test_stream_support import (
+from tests.stream_support import (
     all_consumed,
     assert_exactly_once,
     consume_all,

@@ -8,7 +8,7 @@ file that RELIABILITY.md quotes.
 
 1. ``kill -9`` of a PartitionWorker's process mid-stream: every input offset in the
    lake or the DLQ exactly once, each alert once, recovery time measured.
-   (``ray.kill`` and node removal are measured in ``test_stream_recovery.py``.)
+   (``ray.kill`` and node removal are measured in ``test_actors_recovery.py``.)
 2. No broker at start-up: the API, ``smoke simulate`` and ``smoke stream start`` (also
    what a stream job runs) give up after bounded retries with one line naming the address and
    the cause.
@@ -44,8 +44,7 @@ from ingest.broker import (
     wait_reachable,
 )
 from ingest.producer import simulate_to_kafka
-from tests.test_stream_recovery import MALFORMED, assert_alerts_once, offline_alerts, simulated, traffic
-from tests.test_stream_support import (
+from tests.stream_support import (
     BackgroundProducer,
     all_consumed,
     assert_exactly_once,
@@ -57,6 +56,7 @@ from tests.test_stream_support import (
     stream_settings,
     wait_for,
 )
+from tests.test_actors_recovery import MALFORMED, assert_alerts_once, offline_alerts, simulated, traffic
 
 pytestmark = pytest.mark.integration
 
@@ -379,7 +379,7 @@ def test_soak_keeps_worker_memory_flat(ray_cluster, settings, reliability_record
             workers = status_of(supervisor)["workers"].values()
             return sum(w["totals"]["processed"] + w["totals"]["rejected"] for w in workers)
 
-        # Not "lag 0": the high watermark the broker reports can trail by a few records (DESIGN.md).
+        # Not "lag 0": the high watermark the broker reports can trail by a few records (docs/architecture.md).
         wait_for(lambda: handled() >= sent.delivered, 120, 0.5,
                  what=f"all {sent.delivered} delivered readings handled after the soak")
         drained_s = time.monotonic() - started - wall_s

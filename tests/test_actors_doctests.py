@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = [
-    "actors.alerts", "actors.detection", "actors.detectors.base", "actors.detectors.thresholds",
+    "ingest.alert_message", "actors.detection", "actors.detectors.base", "actors.detectors.thresholds",
     "actors.detectors.zscore", "actors.detectors.rate_of_rise", "actors.detectors.stuck", "actors.detectors.silent",
     "actors.detectors.model_probability", "actors.detectors.particle_size", "actors.detectors.fusion",
 ]

@@ -20,7 +20,7 @@ from actors.state import PartitionState
 from actors.supervisor import plan_assignment
 from actors.worker import StreamLoop, engine_factory
 from ingest.validation import validate_messages
-from tests.test_stream_support import produce, reading
+from tests.stream_support import produce, reading
 
 
 def test_supervisor_doctests() -> None:
@@ -73,7 +73,7 @@ def _run_until_caught_up(loop: StreamLoop, targets: dict[int, int], timeout_s: f
 
 
 def _ends(bootstrap: str, topic: str) -> dict[int, int]:
-    from tests.test_stream_support import consume_all
+    from tests.stream_support import consume_all
 
     ends: dict[int, int] = {}
     for r in consume_all(bootstrap, topic, quiet_s=1.0):
@@ -252,7 +252,7 @@ def test_a_failed_batch_is_replayed_from_the_snapshot_never_half_applied(setting
     finally:
         clean.shutdown()
         faulty.shutdown()
-    from tests.test_stream_support import lake_rows
+    from tests.stream_support import lake_rows
 
     lake = lake_rows(faulty_settings)
     assert len(lake) == sum(ends.values()) and not lake.duplicated(["kafka_partition", "kafka_offset"]).any()

@@ -13,6 +13,12 @@ suppression) can drop repeats.
 (True, 32)
 >>> import orjson; doc = orjson.loads(a.to_message()); doc["event_time"], doc["event_time_epoch"]
 ('2023-11-14T22:13:23.000Z', 1700000003.0)
+>>> AlertEvent.from_message(a.to_message()) == a
+True
+>>> AlertEvent.from_message(b'{"alert_id": "x"}')
+Traceback (most recent call last):
+...
+ingest.alert_message.MalformedAlert: missing_field: sensor_id
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import orjson
 from ingest.validation import format_timestamp
 
 RAISED, CLEARED = "raised", "cleared"
+STATES = (RAISED, CLEARED)
 FIRE, STUCK, SILENT = "fire", "sensor_stuck", "sensor_silent"
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 
@@ -35,6 +42,14 @@ def alert_id(sensor_id: str, kind: str, incident_start: float) -> str:
     """Deterministic id of an incident: the same input always gives the same id."""
     key = f"{sensor_id}\x1f{kind}\x1f{incident_start:.3f}".encode()
     return hashlib.sha256(key).hexdigest()[:32]
+
+
+class MalformedAlert(ValueError):
+    """A message on the alerts topic that is not an alert event; ``reason`` is a short code for the DLQ."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,40 @@ class AlertEvent:
     def to_message(self) -> bytes:
         """The Kafka message value: JSON (NaN in evidence becomes null, never a bare NaN token)."""
         return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_message(cls, value: bytes | None) -> AlertEvent:
+        """The event of a message written by :meth:`to_message`; :class:`MalformedAlert` says what is wrong."""
+        if value is None:
+            raise MalformedAlert("empty", "the message has no value")
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError as err:
+            raise MalformedAlert("not_json", str(err)) from None
+        if not isinstance(doc, dict):
+            raise MalformedAlert("not_an_object", type(doc).__name__)
+        for name in ("alert_id", "sensor_id", "kind", "severity", "state"):
+            if not isinstance(doc.get(name), str) or not doc[name]:
+                raise MalformedAlert("missing_field", name)
+        if doc["state"] not in STATES:
+            raise MalformedAlert("bad_state", doc["state"])
+        times = {}
+        for name in ("event_time_epoch", "detected_at_epoch"):
+            value = doc.get(name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise MalformedAlert("missing_field", name)
+            times[name] = float(value)
+        score = doc.get("score")
+        if score is not None and (isinstance(score, bool) or not isinstance(score, int | float)):
+            raise MalformedAlert("bad_score", repr(score))
+        evidence = doc.get("evidence") or {}
+        if not isinstance(evidence, dict):
+            raise MalformedAlert("bad_evidence", type(evidence).__name__)
+        model = doc.get("model_version")
+        return cls(doc["alert_id"], doc["sensor_id"], doc["kind"], doc["severity"], doc["state"],
+                   times["event_time_epoch"], times["detected_at_epoch"],
+                   float("nan") if score is None else float(score), model if isinstance(model, str) else None,
+                   evidence)
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -19,11 +19,11 @@ import orjson
 import pytest
 import ray
 
-from actors.alerts import SILENT
 from actors.detection import DetectionEngine
+from ingest.alert_message import SILENT
 from ingest.settings import SimulatorSettings
 from ingest.simulator import FleetSimulator
-from tests.test_stream_support import (
+from tests.stream_support import (
     BackgroundProducer,
     all_consumed,
     assert_exactly_once,

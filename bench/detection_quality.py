@@ -23,8 +23,8 @@ the ground-truth incident log:
 
 Command (the figures in docs/detection.md come from it)::
 
-    python -m actors.detection_quality --sensors 200 --minutes 60 --seed 42
-    python -m actors.detection_quality --state-bytes 10000
+    python -m bench.detection_quality --sensors 200 --minutes 60 --seed 42
+    python -m bench.detection_quality --state-bytes 10000
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from actors.alerts import FIRE, RAISED, SILENT, STUCK, AlertEvent
 from actors.detection import DetectionEngine
+from ingest.alert_message import FIRE, RAISED, SILENT, STUCK, AlertEvent
 from ingest.incidents import IncidentKind
 from ingest.settings import DetectionSettings, SimulatorSettings, load_settings
 from ingest.simulator import STUCK as STUCK_INCIDENT

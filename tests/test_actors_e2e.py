@@ -22,12 +22,11 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from actors.alerts import FIRE, RAISED, SILENT
 from actors.detection import DetectionEngine
+from ingest.alert_message import FIRE, RAISED, SILENT
 from ingest.settings import SimulatorSettings
 from ingest.simulator import FleetSimulator, paced
-from tests.test_stream_dlq_metrics import metric_values, scrape
-from tests.test_stream_support import (
+from tests.stream_support import (
     all_consumed,
     assert_exactly_once,
     consume_all,
@@ -36,6 +35,7 @@ from tests.test_stream_support import (
     stream_settings,
     wait_for,
 )
+from tests.test_actors_dlq_metrics import metric_values, scrape
 
 pytestmark = pytest.mark.integration
 
