@@ -31,7 +31,7 @@ from ingest.broker import BrokerError
 from ingest.lake import filesystem as lake_filesystem
 from ingest.lake import write_lake_file
 from ingest.settings import KafkaSecuritySettings
-from ingest.validation import Problem
+from ingest.validation import Problem, dead_letter_headers
 from train.features import FEATURE_NAMES
 
 log = logging.getLogger(__name__)
@@ -203,11 +203,8 @@ class Sinks:
 
     def send_dead_letter(self, raw: bytes | None, key: bytes | None, problems: list[Problem], partition: int,
                          offset: int, timestamp_ms: int | None) -> None:
-        reasons = sorted({p.reason for p in problems})
         headers = [
-            ("reason", ",".join(reasons).encode()),
-            ("problems", orjson.dumps([p.as_dict() for p in problems])),
-            ("detail", "; ".join(f"{p.field or 'message'}: {p.detail}" for p in problems)[:1000].encode()),
+            *dead_letter_headers(problems),
             ("source_topic", self.topic.encode()),
             ("source_partition", str(partition).encode()),
             ("source_offset", str(offset).encode()),

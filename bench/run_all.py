@@ -28,7 +28,7 @@ from bench.tables import format_cell, markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-BENCHES = ("produce", "stream", "serve", "train", "state_memory")
+BENCHES = ("produce", "stream", "serve", "train", "state_memory", "mqtt_bridge")
 TIME_LIMIT_S = 15 * 60
 # Kept beside results/, not in it: it records the run, not a benchmark.
 LAST_RUN = ROOT / "bench" / "last_run.json"

@@ -19,6 +19,7 @@ from ingest.settings import SettingsError, load_settings
 COMMAND_MODULES = (
     "cluster.commands.stack",     # up, down, status
     "cluster.commands.ingest",    # broker, simulate, replay, load
+    "cluster.commands.bridge",    # bridge mqtt
     "cluster.commands.stream",    # stream start|status|stop|scale
     "cluster.commands.train",     # train, models list|show|promote|rollback
     "cluster.commands.evaluate",  # evaluate (detection on recordings)

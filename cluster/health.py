@@ -43,6 +43,7 @@ def check_stack(settings: Settings, state: StackState, alert_window_s: float = A
     checks.append(check_model(settings))
     checks.append(check_alerts(settings, state, alert_window_s) if checks[1].healthy
                   else Check("alerts", None, "Kafka is not reachable"))
+    checks.append(check_mqtt_bridge(state))
     checks.append(check_simulator(state))
     checks.append(check_metrics(state))
     disconnect_driver()
@@ -266,6 +267,25 @@ def check_simulator(state: StackState) -> Check:
     if state.simulator_running():
         return Check("simulator", True, f"pid {state.simulator_pid}, log {state.simulator_log}")
     return Check("simulator", None, f"finished (pid {state.simulator_pid}); log {state.simulator_log}")
+
+
+def check_mqtt_bridge(state: StackState) -> Check:
+    """The bridge's own /health: ok, or degraded with its causes (MQTT down, Kafka refusing, a stalled message)."""
+    if state.bridge_pid is None:
+        return _not_started("mqtt_bridge", state)
+    if not state.bridge_running():
+        return Check("mqtt_bridge", False, f"pid {state.bridge_pid} is gone; see {state.bridge_log}")
+    try:
+        with urllib.request.urlopen(state.bridge_health_url, timeout=5) as response:
+            doc = json.loads(response.read())
+    except urllib.error.HTTPError as err:  # 503: degraded, the body says why
+        doc = json.loads(err.read() or b"{}")
+    except (OSError, ValueError) as err:
+        return Check("mqtt_bridge", False, f"{state.bridge_health_url} does not answer: {err}")
+    detail = f"{doc.get('status')}: {doc.get('mqtt')} -> Kafka, {doc.get('pending')} pending"
+    if doc.get("causes"):
+        detail += "; " + "; ".join(doc["causes"])
+    return Check("mqtt_bridge", doc.get("status") == "ok", detail)
 
 
 def check_metrics(state: StackState) -> Check:

@@ -10,14 +10,16 @@ file (:mod:`cluster.stack_state`) as soon as it runs:
 4. the stream supervisor and its workers (detached actors);
 5. the Serve application;
 6. the alert router (detached actor): alert events into the store, escalation, delivery;
-7. the simulator, a detached ``smoke simulate`` process.
+   then the operator API and console (Serve applications);
+7. the MQTT bridge, a detached ``smoke bridge mqtt`` process, when ``mqtt.enabled``;
+8. the simulator, a detached ``smoke simulate`` process.
 
 Ray and Kafka are required: if either fails, what this run started is stopped
 again and the error is raised. The later parts are not: a part whose code is
 missing or that fails is recorded as unavailable with its reason, the rest
 keeps running, and the command says so.
 
-``down`` stops in reverse order: the simulator; the stream (its workers
+``down`` stops in reverse order: the simulator and the MQTT bridge; the stream (its workers
 checkpoint first), the alert router and Serve, through Ray; then the Ray head by its Unix
 session; then the broker. Only recorded processes are touched.
 """
@@ -91,10 +93,12 @@ def up(settings: Settings, options: UpOptions, steps: Steps) -> StackState:
     settings = with_stack(settings, state)
     for part, starter in (("model", _start_model), ("stream", _start_stream), ("serve", _start_serve),
                           ("router", _start_router), ("operator", _start_operator),
-                          ("simulator", _start_simulator)):
-        if part in options.skip or (part == "simulator" and not options.simulate):
+                          ("mqtt_bridge", start_mqtt_bridge), ("simulator", _start_simulator)):
+        if part in options.skip or (part == "simulator" and not options.simulate) or (
+                part == "mqtt_bridge" and not settings.mqtt.enabled):
             with steps.step(part) as step:
-                step.skip("skipped (--skip)" if part in options.skip else "skipped (--no-simulator)")
+                step.skip("skipped (--skip)" if part in options.skip else "skipped (--no-simulator)"
+                          if part == "simulator" else "not configured (mqtt.enabled is false)")
             continue
         try:
             with steps.step(part) as step:
@@ -298,6 +302,42 @@ def _start_simulator(settings: Settings, state: StackState, options: UpOptions, 
                    + (f"for {seconds:g} s" if seconds else "until `smoke down`") + f", pid {process.pid}")
 
 
+BRIDGE_START_TIMEOUT_S = 60.0
+
+
+def start_mqtt_bridge(settings: Settings, state: StackState, options: UpOptions, step: StepHandle) -> None:
+    """``smoke bridge mqtt`` detached, recorded in ``state``; raises if it exits before it bridges."""
+    import ingest.mqtt_bridge  # noqa: F401 - fail here, not in the detached process, if paho-mqtt is missing
+
+    logs = Path(settings.ray.run_dir) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "cluster.cli"]
+    if options.config_path:
+        command += ["--config", options.config_path]
+    command += ["bridge", "mqtt", "--bootstrap-servers", state.bootstrap_servers]
+    log_path = logs / "mqtt-bridge.log"
+    start = log_path.stat().st_size if log_path.exists() else 0
+    with open(log_path, "ab") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True, env={**os.environ, "TERM": "dumb"})
+    state.bridge_pid, state.bridge_log = process.pid, str(log_path)
+    # It connects to the MQTT broker and Kafka before it says "bridging": an unreachable broker or a
+    # refused login is an exit with the cause in the log, reported here.
+    deadline = time.monotonic() + BRIDGE_START_TIMEOUT_S
+    while True:
+        text = log_path.read_bytes()[start:].decode("utf-8", "replace")
+        found = re.search(r"metrics and health on (http://\S+)", text)
+        if found:
+            break
+        if process.poll() is not None or time.monotonic() > deadline:
+            last = text.strip().splitlines()[-1:] or ["no output"]
+            raise StackError(f"the MQTT bridge did not start: {last[0]} (see {log_path})")
+        time.sleep(0.2)
+    state.bridge_health_url = found.group(1) + "/health"
+    cfg = settings.mqtt
+    step.result = f"mqtt://{cfg.host}:{cfg.port} {', '.join(cfg.topics)}, pid {process.pid}"
+
+
 # --- down -----------------------------------------------------------------------------------------
 
 
@@ -318,6 +358,12 @@ def down(settings: Settings, steps: Steps, graceful: bool = True) -> DownReport 
             count = stop_session(state.simulator_pid, grace_s=5.0)
             step.result = "stopped" if count else "was not running"
             report.stopped.append("simulator")
+    if state.bridge_pid is not None:
+        with steps.step("mqtt bridge") as step:
+            # SIGTERM: it forwards what it received; the rest stays unacknowledged with the MQTT broker.
+            count = stop_session(state.bridge_pid, grace_s=10.0)
+            step.result = "stopped" if count else "was not running"
+            report.stopped.append("mqtt_bridge")
     if graceful and state.ray_running() and (state.stream_name or state.serve_app or state.router_name):
         _stop_through_ray(settings, state, steps, report)
     if state.ray_session_id is not None:
@@ -381,6 +427,8 @@ def leftover_processes(state: StackState) -> list[str]:
     left = []
     if state.simulator_pid is not None:
         left += [f"simulator {pid}" for pid in session_pids(state.simulator_pid)]
+    if state.bridge_pid is not None:
+        left += [f"mqtt bridge {pid}" for pid in session_pids(state.bridge_pid)]
     if state.ray_session_id is not None:
         left += [f"ray {pid}" for pid in session_pids(state.ray_session_id)]
     if state.broker_running():
@@ -391,6 +439,8 @@ def leftover_processes(state: StackState) -> list[str]:
 def _stop_processes(state: StackState) -> None:
     if state.simulator_pid is not None:
         stop_session(state.simulator_pid, grace_s=5.0)
+    if state.bridge_pid is not None:
+        stop_session(state.bridge_pid, grace_s=10.0)
     if state.ray_session_id is not None:
         stop_session(state.ray_session_id)
     if state.broker_pid is not None:

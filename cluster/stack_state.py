@@ -52,6 +52,10 @@ class StackState:
     simulator_pid: int | None = None
     simulator_log: str | None = None
     incident_log: str | None = None
+    # The MQTT bridge `smoke up` started (mqtt.enabled), a detached `smoke bridge mqtt`.
+    bridge_pid: int | None = None
+    bridge_log: str | None = None
+    bridge_health_url: str | None = None
     # Parts that could not be started, with the one-line reason shown to the user.
     unavailable: dict[str, str] = field(default_factory=dict)
 
@@ -67,9 +71,12 @@ class StackState:
     def simulator_running(self) -> bool:
         return self.simulator_pid is not None and bool(session_pids(self.simulator_pid))
 
+    def bridge_running(self) -> bool:
+        return self.bridge_pid is not None and bool(session_pids(self.bridge_pid))
+
     def anything_running(self) -> bool:
         return (self.ray_session_id is not None and self.ray_running()) or self.broker_running() \
-            or self.simulator_running()
+            or self.simulator_running() or self.bridge_running()
 
 
 def state_path(settings: Settings) -> Path:

@@ -446,6 +446,55 @@ def _known_measurements(mapping: dict[str, Any]) -> dict[str, Any]:
     return mapping
 
 
+class MqttSettings(Section):
+    """The MQTT -> Kafka bridge (``smoke bridge mqtt``, :mod:`ingest.mqtt_bridge`)."""
+
+    enabled: bool = Field(False, description="`smoke up` starts the bridge (it needs an MQTT broker at host:port)")
+    host: str = Field("127.0.0.1", description="MQTT broker host")
+    port: int = Field(1883, ge=1, le=65535, description="MQTT broker port (8883 is the usual TLS port)")
+    topics: list[str] = Field(["sensors/+/reading"], min_length=1,
+                              description="topic filters subscribed at QoS 1 (+ one level, # the rest)")
+    sensor_id_level: int | None = Field(
+        1, ge=0, description="0-based level of the MQTT topic that is the sensor id (1 in sensors/<id>/reading); "
+                             "empty: the payload's sensor_id. A payload sensor_id that disagrees is rejected")
+    client_id: str = Field("smoke-mqtt-bridge", min_length=1, max_length=23,
+                           description="MQTT client id; the broker keeps this id's persistent session (queued "
+                                       "and unacknowledged messages) while the bridge is down")
+    username: str | None = Field(None, description="MQTT username; empty: no authentication")
+    password: str | None = Field(None, description="MQTT password (with username)")
+    tls: bool = Field(False, description="connect with TLS (the system's CAs unless tls_ca_file)")
+    tls_ca_file: Path | None = Field(None, description="CA bundle that signed the broker's certificate")
+    tls_cert_file: Path | None = Field(None, description="client certificate, for brokers that require one")
+    tls_key_file: Path | None = Field(None, description="key of tls_cert_file")
+    keepalive_s: int = Field(30, ge=5, le=65535, description="MQTT keepalive: a dead connection is noticed "
+                                                               "within 1.5x this")
+    reconnect_max_delay_s: float = Field(30.0, gt=0, description="longest wait between reconnection attempts "
+                                                                 "(they start at 1 s and double)")
+    batch_max: int = Field(1000, ge=1, description="messages validated and sent to Kafka together at most")
+    linger_ms: int = Field(5, ge=0, description="Kafka producer linger: batching against latency")
+    stalled_after_s: float = Field(
+        30.0, gt=0, description="a message waiting this long for Kafka makes the bridge report degraded")
+    metrics_host: str = Field("127.0.0.1", description="interface of the bridge's /metrics and /health")
+    metrics_port: int = Field(9108, ge=0, le=65535, description="port of /metrics and /health; 0: a free one")
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttSettings:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("mqtt.username and mqtt.password go together")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("mqtt.tls_cert_file and mqtt.tls_key_file go together")
+        if not self.tls and (self.tls_ca_file or self.tls_cert_file):
+            raise ValueError("mqtt.tls_ca_file / tls_cert_file are set but mqtt.tls is false")
+        return self
+
+
 # --- alerting (issue 15) ---------------------------------------------------------------------------
 # One section, three owners: the store, escalation and router fields; delivery channels and
 # routes; the operator API and console. Each keeps its fields in its own commented block.
@@ -629,6 +678,7 @@ class Settings(Section):
     serve: ServeSettings = ServeSettings()
     ray: RaySettings = RaySettings()
     detection: DetectionSettings = DetectionSettings()
+    mqtt: MqttSettings = MqttSettings()
     alerting: AlertingSettings = AlertingSettings()
 
 

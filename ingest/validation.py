@@ -85,6 +85,19 @@ class Problem:
         return {"field": self.field, "reason": self.reason, "detail": self.detail}
 
 
+def dead_letter_headers(problems: Sequence[Problem]) -> list[tuple[str, bytes]]:
+    """Kafka headers that say why a record is in the dead-letter topic (every writer of it uses these).
+
+    >>> dead_letter_headers([Problem("timestamp", "bad_timestamp", "missing")])[0]
+    ('reason', b'bad_timestamp')
+    """
+    return [
+        ("reason", ",".join(sorted({p.reason for p in problems})).encode()),
+        ("problems", orjson.dumps([p.as_dict() for p in problems])),
+        ("detail", "; ".join(f"{p.field or 'message'}: {p.detail}" for p in problems)[:1000].encode()),
+    ]
+
+
 @dataclass
 class ValidatedBatch:
     """The accepted readings of a batch as columns, and the problems of the rest.

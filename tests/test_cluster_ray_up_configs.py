@@ -87,3 +87,44 @@ def test_a_broken_config_is_rejected():
     config["head_start_commands"] = ["typo"]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(config, SCHEMA)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_gives_every_node_shared_paths_users_must_set(path: Path, tmp_path: Path):
+    import shlex
+
+    from cluster.shared_paths import PLACEHOLDER, SharedPathError, check
+
+    config = yaml.safe_load(path.read_text())
+    shared = [c for c in config["setup_commands"] if "cluster.shared_paths" in c]
+    assert len(shared) == 1, "the setup commands of every node export the shared paths"
+    words = shlex.split(shared[0])
+    checkpoint, registry = words[words.index("--checkpoint-dir") + 1], words[words.index("--registry-dir") + 1]
+    # No bucket or mount of ours: placeholders, refused with a clear error while they remain.
+    assert PLACEHOLDER in checkpoint and PLACEHOLDER in registry
+    with pytest.raises(SharedPathError, match="placeholder"):
+        check(checkpoint, str(tmp_path))
+    with pytest.raises(SharedPathError, match="placeholder"):
+        check("s3://my-bucket/smoke", registry)
+    with pytest.raises(SharedPathError, match="does not exist on this node"):
+        check("s3://my-bucket/smoke", str(tmp_path / "not-mounted"))
+    check("s3://my-bucket/smoke", str(tmp_path))  # what a user sets passes
+
+
+def test_shared_paths_reach_the_login_shell_ray_starts_from(tmp_path: Path):
+    import os
+    import subprocess
+
+    from cluster.shared_paths import install
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text("case $- in *i*) ;; *) return;; esac\n")
+    install("s3://my-bucket/smoke/checkpoints", str(tmp_path), home=home)
+    install("s3://my-bucket/smoke/checkpoints", str(tmp_path), home=home)  # a re-run of `ray up`
+    assert (home / ".bashrc").read_text().count("smoke-detect shared paths") == 1
+    # How Ray runs a start command: bash --login -c -i 'source ~/.bashrc; ...'.
+    command = "source ~/.bashrc; echo $SMOKE_TRAIN__REGISTRY_DIR $SMOKE_STREAM__CHECKPOINT_DIR"
+    out = subprocess.run(["bash", "-c", command],
+                         env={**os.environ, "HOME": str(home)}, capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(tmp_path), "s3://my-bucket/smoke/checkpoints"]
