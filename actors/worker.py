@@ -1,4 +1,4 @@
-"""PartitionWorker: a Ray actor that owns some partitions of the readings topic and runs detection.
+"""The stream worker's loop and its emission: a Ray actor that runs detection on the partitions it owns.
 
 The loop (:class:`StreamLoop`) runs on one thread of the actor and is the only
 user of its :class:`~actors.partition_reader.PartitionReader` (the consumer, on
@@ -11,6 +11,11 @@ features and run the engine per partition, send alerts, buffer accepted rows
 for the lake, tick the engine (silent sensors fire even when nothing arrives),
 then housekeeping: lag, broker-reset detection, model reload, idle-sensor
 eviction, and the checkpoint when it is due.
+
+What the loop delegates: which partitions it owns and how each is restored
+(:mod:`actors.ownership`), noticing that the broker lost a log
+(:mod:`actors.log_reset`), whether the broker is reachable at all
+(:mod:`actors.broker_watch`), and making progress durable (:mod:`actors.checkpoint`).
 """
 
 from __future__ import annotations
@@ -31,12 +36,12 @@ import ray
 from actors.broker_watch import BrokerWatch
 from actors.checkpoint import Checkpointer
 from actors.checkpoint_store import CheckpointStore
-from actors.detection import DetectionEngine
+from actors.log_reset import LogResetWatch
 from actors.metrics import WorkerMetrics
+from actors.ownership import PartitionOwnership
 from actors.partition_reader import PartitionReader, Records
-from actors.sinks import Sinks, alert_identity, dead_letter_source, scan_written, unique_reasons
+from actors.sinks import Sinks, unique_reasons
 from actors.state import PartitionState
-from ingest.broker import ensure_topics
 from ingest.kafka_clients import quiet_library_logs
 from ingest.settings import Settings
 from ingest.validation import validate_messages
@@ -45,16 +50,6 @@ from train.model_watch import ModelWatch
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 120.0
-
-
-def engine_factory(settings: Settings, model: Any | None) -> Callable[[dict[str, Any] | None], Any]:
-    """Builds a partition's detection engine, fresh or from its snapshot."""
-    def make(snapshot: dict[str, Any] | None) -> Any:
-        if snapshot is None:
-            return DetectionEngine(settings.detection, model=model)
-        return DetectionEngine.restore(settings.detection, snapshot, model)
-
-    return make
 
 
 class StreamLoop:
@@ -81,13 +76,10 @@ class StreamLoop:
                                       poll_s=self.stream.model_poll_s)
         self.model_watch.poll()
         self.broker_watch = BrokerWatch(bootstrap_servers, worker_id)
-        self.states: dict[int, PartitionState] = {}
         self._commands: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
         self._stopping = threading.Event()
         self._last_checkpoint = time.monotonic()
         self._next_evict = time.monotonic() + self.stream.idle_eviction_s / 10
-        self._beyond_end_since: dict[int, float] = {}
-        self._next_reset_check = 0.0
         self.totals = {"processed": 0, "rejected": 0, "alerts": 0, "suppressed": 0, "checkpoints": 0,
                        "evicted": 0, "resets": 0, "errors": 0}
         self.last_error: str | None = None
@@ -95,8 +87,11 @@ class StreamLoop:
         self.published: dict[str, Any] = {"worker": worker_id, "partitions": {}, "totals": dict(self.totals)}
         self._published_at = 0.0
         self.heartbeat = time.monotonic()  # end of the last loop iteration
-        self._needs_recovery = False
-        self._owned: list[int] = []
+        self.ownership = PartitionOwnership(settings, bootstrap_servers, worker_id, self.reader, self.store,
+                                            self.sinks, self.checkpointer, self.model_watch, self.checkpoint,
+                                            on_release=self._released)
+        self.log_reset = LogResetWatch(bootstrap_servers, self.kafka, worker_id, self.reader, self.sinks,
+                                       self.stream.reset_grace_s, self.checkpoint)
 
     # Commands from other threads ---------------------------------------------------
 
@@ -116,60 +111,18 @@ class StreamLoop:
             except BaseException as err:  # handed to the caller
                 future.set_exception(err)
 
-    # Partition ownership ---------------------------------------------------------------
+    # Partition ownership (actors.ownership) --------------------------------------------
+
+    @property
+    def states(self) -> dict[int, PartitionState]:
+        return self.ownership.states
 
     def set_partitions(self, partitions: list[int]) -> list[int]:
         """Own exactly ``partitions``: checkpoint and release the others, restore the new ones."""
-        wanted = set(partitions)
-        self._owned = sorted(wanted)  # what recovery restores if this call fails half-way
-        try:
-            return self._set_partitions(wanted)
-        except Exception:
-            self._needs_recovery = True
-            raise
+        return self.ownership.set_partitions(partitions)
 
-    def _set_partitions(self, wanted: set[int]) -> list[int]:
-        released = [p for p in self.states if p not in wanted]
-        if released:
-            self.checkpoint([self.states[p] for p in released])
-            for p in released:
-                self.sinks.lake.drop(p)
-                del self.states[p]
-                self._beyond_end_since.pop(p, None)
-        acquired = sorted(wanted - set(self.states))
-        for p in acquired:
-            self.states[p] = self._restore(p)
-        # assign() replaces the assignment and forgets positions: set all of them again.
-        self.reader.assign({p: state.next_offset for p, state in self.states.items()})
-        if released or acquired:
-            log.info("%s: owns partitions %s (released %s, acquired %s)", self.worker_id, sorted(self.states),
-                     released, acquired)
-        return sorted(self.states)
-
-    def _restore(self, partition: int) -> PartitionState:
-        """Snapshot if there is one; else the offset committed to Kafka; else the beginning."""
-        make_engine = engine_factory(self.settings, self.model_watch.model)
-        snapshot = self.store.load_snapshot(self.topic, partition)
-        if snapshot is not None:
-            state = PartitionState.from_snapshot(snapshot, make_engine, restored_at=time.time())
-            source = f"snapshot at offset {state.next_offset}"
-        else:
-            committed = self.reader.committed(partition, timeout_s=5.0)
-            state = PartitionState(self.topic, partition, make_engine(None), next_offset=committed)
-            source = f"committed offset {committed}" if committed is not None else "the beginning"
-        if state.next_offset is not None:
-            self.sinks.lake.remove_orphans(state.epoch, partition, state.next_offset)
-            self.sinks.lake.begin(partition, state.next_offset)
-        # Outputs a previous owner wrote after its last snapshot are not sent again.
-        state.suppress_alerts = scan_written(
-            self.bootstrap_servers, self.kafka.alerts_topic, self.sinks.alert_partition(partition),
-            state.alerts_offset, alert_identity, security=self.kafka.security)
-        state.suppress_dlq = scan_written(
-            self.bootstrap_servers, self.kafka.dlq_topic, 0, state.dlq_offset,
-            dead_letter_source(self.topic, partition), security=self.kafka.security)
-        log.info("%s: partition %d restored from %s (%d sensors)", self.worker_id, partition, source,
-                 state.sensors())
-        return state
+    def _released(self, partition: int) -> None:
+        self.log_reset.forget(partition)
 
     # The loop --------------------------------------------------------------------------------
 
@@ -188,34 +141,21 @@ class StreamLoop:
             self.last_error = f"{type(err).__name__}: {err}"
             # The failed batch may have half-updated the state and moved the consumer past
             # unprocessed records: neither may survive, so start again from the snapshots.
-            self._needs_recovery = True
+            self.ownership.needs_recovery = True
             if not self.broker_watch.check(time.monotonic(), force=True):
                 return False  # the watch logged the outage once; step() waits for the broker to return
             log.error("%s: iteration failed, restoring partitions %s from their snapshots in 1 s: %s",
-                      self.worker_id, self._owned, self.last_error)
+                      self.worker_id, self.ownership.owned, self.last_error)
             time.sleep(1.0)
             return False
-
-    def _recover(self) -> None:
-        """Rebuild every owned partition from its snapshot and seek back to its offset."""
-        partitions = list(self._owned)
-        try:
-            self.checkpointer.finish(block=True)
-        except Exception as err:  # the in-flight checkpoint is lost; the previous snapshot rules
-            log.warning("%s: checkpoint in flight failed during recovery: %s", self.worker_id, err)
-        for p in set(partitions) | set(self.states):
-            self.sinks.lake.drop(p)
-        self.states.clear()
-        self.set_partitions(partitions)
-        self._needs_recovery = False
 
     def step(self) -> int:
         """One iteration; returns the number of records polled."""
         self._run_commands()
         if self._stopping.is_set() or self.broker_watch.waiting(time.monotonic()):
             return 0
-        if self._needs_recovery:
-            self._recover()
+        if self.ownership.needs_recovery:
+            self.ownership.recover()
         if not self.states:
             time.sleep(self.stream.poll_timeout_ms / 1000)
             return 0
@@ -297,10 +237,8 @@ class StreamLoop:
             if highwater is not None and state.next_offset is not None:
                 if self.metrics:
                     self.metrics.consumer_lag(p, max(highwater - state.next_offset, 0))
-                self._check_reset(state, highwater, mono)
-        if mono >= self._next_reset_check:
-            self._next_reset_check = mono + self.stream.reset_grace_s
-            self._check_committed()
+                self.totals["resets"] += self.log_reset.check_end(state, highwater, mono)
+        self.totals["resets"] += self.log_reset.check_committed(self.states.values(), mono)
         if self.model_watch.poll(mono):
             for state in self.states.values():
                 if state.engine is not None:
@@ -351,47 +289,6 @@ class StreamLoop:
         self.last_checkpoint_s = seconds
         if self.metrics:
             self.metrics.checkpoint.observe(seconds)
-
-    def _check_reset(self, state: PartitionState, highwater: int, mono: float) -> None:
-        """A next offset beyond the partition's end for ``reset_grace_s``: the broker lost its log.
-
-        The grace period is there because the reported high watermark can trail the
-        real end by a few records for a moment.
-        """
-        if state.next_offset <= highwater:
-            self._beyond_end_since.pop(state.partition, None)
-            return
-        since = self._beyond_end_since.setdefault(state.partition, mono)
-        if mono - since >= self.stream.reset_grace_s:
-            self._reset(state, f"offset {state.next_offset} is beyond the partition's end {highwater}")
-
-    def _check_committed(self) -> None:
-        """Offsets we committed that the broker no longer knows: it restarted with an empty log."""
-        for state in list(self.states.values()):
-            if not state.committed_to_kafka:
-                continue
-            committed = self.reader.committed(state.partition, timeout_s=5.0)
-            if committed is None or committed < state.committed_to_kafka:
-                self._reset(state, f"the group offset {state.committed_to_kafka} we committed is now {committed}")
-
-    def _reset(self, state: PartitionState, cause: str) -> None:
-        p = state.partition
-        log.warning("%s: partition %d: the broker lost its log (%s); reading the new log from its beginning "
-                    "as epoch %d", self.worker_id, p, cause, state.epoch + 1)
-        self.totals["resets"] += 1
-        self._beyond_end_since.pop(p, None)
-        ensure_topics(self.bootstrap_servers, self.kafka)
-        try:
-            self.checkpoint([state])  # keep what was consumed from the old log (lake + state)
-        except Exception as err:  # the old log is gone; its outputs may be too
-            log.warning("%s: partition %d: checkpoint before the reset failed: %s", self.worker_id, p, err)
-        state.epoch += 1
-        state.next_offset = None
-        state.committed_to_kafka = None
-        state.alerts_offset = state.dlq_offset = None
-        state.suppress_alerts, state.suppress_dlq = set(), set()
-        self.sinks.lake.drop(p)
-        self.reader.seek_to_beginning(p)
 
     # Status and shutdown -----------------------------------------------------------------------
 

@@ -66,8 +66,8 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from actors.checkpoint_store import CheckpointStore
+from actors.ownership import engine_factory
 from actors.state import PartitionState
-from actors.worker import engine_factory
 from bench.machine import load_average, machine_description
 from bench.tables import markdown_table
 from ingest.settings import Settings, SimulatorSettings, load_settings

@@ -154,8 +154,8 @@ def run_stream(settings, items_or_none, rate: float | None, expect: int, timeout
 
 def state_bytes(settings, sensors: int) -> dict[str, float]:
     from actors.checkpoint_store import CheckpointStore
+    from actors.ownership import engine_factory
     from actors.state import PartitionState
-    from actors.worker import engine_factory
     from ingest.validation import validate_messages
 
     items = messages(sensors * 12, sensors, 1_780_000_000.0)
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def state_engine_name(settings) -> str:
-    from actors.worker import engine_factory
+    from actors.ownership import engine_factory
 
     engine = engine_factory(settings, None)(None)
     return type(engine).__name__ if engine is not None else "none (actors.detection missing)"

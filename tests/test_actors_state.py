@@ -16,9 +16,10 @@ import pytest
 
 import actors.supervisor
 from actors.checkpoint_store import CheckpointStore
+from actors.ownership import engine_factory
 from actors.state import PartitionState
 from actors.supervisor import plan_assignment
-from actors.worker import StreamLoop, engine_factory
+from actors.worker import StreamLoop
 from ingest.validation import validate_messages
 from tests.stream_support import produce, reading
 
