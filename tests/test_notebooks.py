@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from ingest.kaggle import write_kaggle_csv
+from ingest.kaggle_generator import write_kaggle_csv
 from ingest.settings import REPO_ROOT
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
