@@ -326,7 +326,7 @@ def start_mqtt_bridge(settings: Settings, state: StackState, options: UpOptions,
     deadline = time.monotonic() + BRIDGE_START_TIMEOUT_S
     while True:
         text = log_path.read_bytes()[start:].decode("utf-8", "replace")
-        found = re.search(r"metrics and health on (http://\S+)", text)
+        found = re.search(r"metrics and health on (http://\S+?:\d+)\n", text)  # a whole line only
         if found:
             break
         if process.poll() is not None or time.monotonic() > deadline:

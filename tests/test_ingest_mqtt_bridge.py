@@ -196,7 +196,13 @@ def test_broker_restart_the_bridge_reconnects_and_loses_nothing(tmp_path, kafka_
             client.loop_stop()
             client.disconnect()
             mosquitto.stop()
-            health = json.load(_get(f"http://127.0.0.1:{bridge.http_port}/health"))
+            # The bridge learns of the lost connection from its network loop: wait for it, a few seconds at most.
+            deadline = time.monotonic() + 10
+            while True:
+                health = json.load(_get(f"http://127.0.0.1:{bridge.http_port}/health"))
+                if health["status"] == "degraded" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
             assert health["status"] == "degraded" and "disconnected" in health["causes"][0]
             mosquitto.start()
             client = publisher(mosquitto.port, "pub-2")

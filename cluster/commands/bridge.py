@@ -50,8 +50,12 @@ def _mqtt(args: argparse.Namespace) -> int:
     except (BrokerError, BridgeError) as err:
         print(f"smoke bridge mqtt: {err}", file=sys.stderr)
         return 1
-    print(f"bridging mqtt://{config.host}:{config.port} {', '.join(config.topics)} -> {settings.kafka.topic} on "
-          f"{bootstrap}; metrics and health on http://{config.metrics_host}:{bridge.http_port}", flush=True)
+    # One write with its newline: `smoke up` reads this line from a log that the bridge's logging
+    # (stderr, same file) also writes to, and a line split in two writes could be cut by a log record.
+    sys.stdout.write(f"bridging mqtt://{config.host}:{config.port} {', '.join(config.topics)} -> "
+                     f"{settings.kafka.topic} on {bootstrap}; metrics and health on "
+                     f"http://{config.metrics_host}:{bridge.http_port}\n")
+    sys.stdout.flush()
     # On Ctrl-C run() has closed the bridge too: what was received is in Kafka, the rest stays with MQTT.
     with contextlib.suppress(KeyboardInterrupt):
         bridge.run(stop)
