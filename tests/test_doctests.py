@@ -7,7 +7,8 @@ import pytest
 
 MODULES = ["ingest.validation", "ingest.reading", "ingest.settings", "train.features", "train.slot_table",
            "serve.errors", "alerting.time_window", "serve.operator.metrics",
-           "cluster.commands.alerts", "cluster.health", "ingest.mqtt_bridge", "cluster.shared_paths"]
+           "cluster.commands.alerts", "cluster.commands.foreground", "cluster.health",
+           "ingest.mqtt_bridge", "cluster.shared_paths"]
 
 
 @pytest.mark.parametrize("name", MODULES)

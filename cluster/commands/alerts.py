@@ -37,7 +37,7 @@ from rich.table import Table
 
 from alerting.lifecycle import OUTCOMES
 from alerting.time_window import format_instant, parse_duration, parse_instant
-from cluster.ray_driver import DriverError, address_of, connect_driver
+from cluster.commands.foreground import connect, run_in_foreground
 from ingest.alert_message import FIRE, SILENT, STUCK
 
 KINDS = (FIRE, STUCK, SILENT)
@@ -448,15 +448,6 @@ def _router_settings(args: argparse.Namespace):
     return settings
 
 
-def _connect(args: argparse.Namespace, settings) -> bool:
-    try:
-        connect_driver(address_of(args.address, settings.ray.address), settings.ray.namespace)
-    except DriverError as err:
-        print(f"smoke alerts router: {err}", file=sys.stderr)
-        return False
-    return True
-
-
 def _router_start(args: argparse.Namespace) -> int:
     from alerting.router import RouterError, start_router
     from ingest.broker import BrokerError, ensure_topics
@@ -472,7 +463,7 @@ def _router_start(args: argparse.Namespace) -> int:
     except BrokerError as err:
         print(f"smoke alerts router start: {err}", file=sys.stderr)
         return 1
-    if not _connect(args, settings):
+    if not connect(args, settings, "smoke alerts router"):
         return 2
     try:
         start_router(settings, bootstrap)
@@ -491,34 +482,17 @@ def _router_start(args: argparse.Namespace) -> int:
 
 def _router_foreground(settings, status_every: float, duration: float | None) -> None:
     """Status lines until interrupted (a job stop sends SIGTERM), then stop the router."""
-    import signal
-    import threading
-    import time
-
     from alerting.router import health, router_status, stop_router
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    started = time.monotonic()
-    try:
-        while not stop.wait(min(status_every, max(duration - (time.monotonic() - started), 0.0))
-                            if duration is not None else status_every):
-            if duration is not None and time.monotonic() - started >= duration:
-                break
-            _, line = health(router_status(settings), settings.alerting.router_stale_s)
-            print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop_router(settings)
-        print("alert router stopped", flush=True)
+    run_in_foreground(lambda: health(router_status(settings), settings.alerting.router_stale_s)[1],
+                      lambda: stop_router(settings), "alert router stopped", status_every, duration)
 
 
 def _router_status(args: argparse.Namespace) -> int:
     from alerting.router import health, router_status
 
     settings = _router_settings(args)
-    if not _connect(args, settings):
+    if not connect(args, settings, "smoke alerts router"):
         return 2
     try:
         status = router_status(settings)
@@ -543,7 +517,7 @@ def _router_stop(args: argparse.Namespace) -> int:
     from alerting.router import stop_router
 
     settings = _router_settings(args)
-    if not _connect(args, settings):
+    if not connect(args, settings, "smoke alerts router"):
         return 2
     final = stop_router(settings)
     if final is None:

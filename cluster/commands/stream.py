@@ -16,7 +16,7 @@ import json
 import sys
 from typing import Any
 
-from cluster.ray_driver import DriverError, address_of, connect_driver
+from cluster.commands.foreground import connect, run_in_foreground
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,15 +65,6 @@ def _settings(args: argparse.Namespace):
     return settings
 
 
-def _connect(args: argparse.Namespace, settings) -> bool:
-    try:
-        connect_driver(address_of(args.address, settings.ray.address), settings.ray.namespace)
-    except DriverError as err:
-        print(f"smoke stream: {err}", file=sys.stderr)
-        return False
-    return True
-
-
 def _start(args: argparse.Namespace) -> int:
     from actors.supervisor import StreamError, start_stream
     from ingest.broker import BrokerError, ensure_topics
@@ -89,7 +80,7 @@ def _start(args: argparse.Namespace) -> int:
     except BrokerError as err:
         print(f"smoke stream start: {err}", file=sys.stderr)
         return 1
-    if not _connect(args, settings):
+    if not connect(args, settings, "smoke stream"):
         return 2
     try:
         start_stream(settings, bootstrap)
@@ -105,38 +96,25 @@ def _start(args: argparse.Namespace) -> int:
 
 def _run_in_foreground(settings, status_every: float, duration: float | None) -> None:
     """Status lines until interrupted (a job stop sends SIGTERM), then checkpoint and stop the stream."""
-    import signal
-    import threading
-    import time
-
     from actors.supervisor import stop_stream, stream_status, total_lag
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    started = time.monotonic()
-    try:
-        while not stop.wait(min(status_every, max(duration - (time.monotonic() - started), 0.0))
-                            if duration is not None else status_every):
-            if duration is not None and time.monotonic() - started >= duration:
-                break
-            status = stream_status(settings) or {}
-            totals = [w.get("totals", {}) for w in status.get("workers", {}).values()]
-            print(f"{time.strftime('%H:%M:%S')} workers {len(totals)}/{status.get('desired')} "
-                  f"processed {sum(t.get('processed', 0) for t in totals)} "
-                  f"rejected {sum(t.get('rejected', 0) for t in totals)} "
-                  f"alerts {sum(t.get('alerts', 0) for t in totals)} lag {total_lag(status)}", flush=True)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop_stream(settings)
-        print("stream stopped (checkpointed)", flush=True)
+    def status_line() -> str:
+        status = stream_status(settings) or {}
+        totals = [w.get("totals", {}) for w in status.get("workers", {}).values()]
+        return (f"workers {len(totals)}/{status.get('desired')} "
+                f"processed {sum(t.get('processed', 0) for t in totals)} "
+                f"rejected {sum(t.get('rejected', 0) for t in totals)} "
+                f"alerts {sum(t.get('alerts', 0) for t in totals)} lag {total_lag(status)}")
+
+    run_in_foreground(status_line, lambda: stop_stream(settings), "stream stopped (checkpointed)",
+                      status_every, duration)
 
 
 def _status(args: argparse.Namespace) -> int:
     from actors.supervisor import stream_status
 
     settings = _settings(args)
-    if not _connect(args, settings):
+    if not connect(args, settings, "smoke stream"):
         return 2
     status = stream_status(settings)
     if status is None:
@@ -179,7 +157,7 @@ def _stop(args: argparse.Namespace) -> int:
     from actors.supervisor import stop_stream
 
     settings = _settings(args)
-    if not _connect(args, settings):
+    if not connect(args, settings, "smoke stream"):
         return 2
     final = stop_stream(settings)
     if final is None:
@@ -195,7 +173,7 @@ def _scale(args: argparse.Namespace) -> int:
     from actors.supervisor import StreamError, scale_stream
 
     settings = _settings(args)
-    if not _connect(args, settings):
+    if not connect(args, settings, "smoke stream"):
         return 2
     try:
         assignment = scale_stream(settings, args.workers)
