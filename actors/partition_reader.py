@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from ingest.kafka_clients import error_text, librdkafka_options
+from ingest.kafka_clients import assigned_reader_config, error_text
 from ingest.settings import KafkaSecuritySettings
 
 log = logging.getLogger(__name__)
@@ -95,31 +95,19 @@ class PartitionReader:
         self._commits: deque[tuple[dict[int, int], CommitDone]] = deque()
         self._tps: dict[int, TopicPartition] = {}
         self._consumer = Consumer({
-            "bootstrap.servers": bootstrap_servers,
-            # Needed for committed()/commit() even though partitions are assigned, never subscribed.
-            "group.id": group_id,
-            "client.id": client_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "error",
-            "enable.partition.eof": False,
-            # How long the broker may hold a fetch with no new record. Tansu holds it that long even
-            # when records arrive meanwhile: at 1,000 readings/s, poll minus broker timestamp was
-            # p50 30 ms / p99 84 ms with 100 ms, 14 / 49 ms with 25 ms (kafka-python with 100 ms:
-            # 22 / 63 ms), for 40 empty fetches a second when idle (CPU 2.9% of a core against 1.5%).
-            "fetch.wait.max.ms": fetch_max_wait_ms,
+            **assigned_reader_config(bootstrap_servers, group_id, client_id, fetch_max_wait_ms, security),
+            # fetch.wait.max.ms: Tansu holds an idle fetch that long even when records arrive meanwhile:
+            # at 1,000 readings/s, poll minus broker timestamp was p50 30 ms / p99 84 ms with 100 ms,
+            # 14 / 49 ms with 25 ms (kafka-python with 100 ms: 22 / 63 ms), for 40 empty fetches a
+            # second when idle (CPU 2.9% of a core against 1.5%).
             # Prefetched records held in memory (default 64 MB); 16 MB is about 50k readings, 10 polls.
             "queued.max.messages.kbytes": queued_max_kbytes,
             # Over that, a partition's next fetch waits this long (default 1 s: the loop drained the
             # queue and then sat idle; catching up on 200k readings went 63k /s -> 91k /s with 20 ms).
             "fetch.queue.backoff.ms": 20,
-            # librdkafka logs every failed reconnect (about 20 lines a second while a broker is away):
-            # the worker's BrokerWatch logs an outage once, so only critical lines show.
-            "log_level": 2,
-            "logger": logging.getLogger("confluent_kafka"),
+            # The worker's BrokerWatch logs an outage once (librdkafka's own log is cut to critical lines).
             "error_cb": self._on_error,
             "on_commit": self._on_commit,
-            **librdkafka_options(security or KafkaSecuritySettings()),  # TLS / SASL (ingest.kafka_clients)
         })
 
     def _tp(self, partition: int, offset: int | None = None) -> TopicPartition:

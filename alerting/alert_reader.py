@@ -4,8 +4,9 @@ The router sets every position itself, from the store's committed offsets (or
 the beginning), so ``auto.offset.reset`` is ``error``: the broker never moves a
 partition silently; the router's reset check decides what an offset beyond the
 end means. It is the stream's reading pattern (``actors/partition_reader.py``)
-cut down to what the router needs; alerting may not import the stream
-(docs/architecture.md, "Imports run one way").
+cut down to what the router needs, on the same client settings
+(``ingest.kafka_clients.assigned_reader_config``, with ``kafka.security``); alerting
+may not import the stream (docs/architecture.md, "Imports run one way").
 
 Offsets are also committed under a group id, asynchronously, only so that lag
 tools see the router's position; the store holds the truth.
@@ -20,6 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from ingest.kafka_clients import assigned_reader_config
+from ingest.settings import KafkaSecuritySettings
 
 log = logging.getLogger(__name__)
 
@@ -42,23 +46,14 @@ class AlertReader:
     """A consumer of one topic's partitions at positions we set."""
 
     def __init__(self, bootstrap_servers: str, topic: str, group_id: str, client_id: str,
-                 fetch_max_wait_ms: int = 25) -> None:
+                 fetch_max_wait_ms: int = 25, security: KafkaSecuritySettings | None = None) -> None:
         self.topic = topic
         self.last_error: str | None = None
         self._unreported_error: str | None = None
         self._consumer = Consumer({
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": group_id,  # for committed()/commit(); partitions are assigned, never subscribed
-            "client.id": client_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "error",
-            "enable.partition.eof": False,
-            # An idle fetch waits this long: an alert is recorded within about this much of being sent.
-            "fetch.wait.max.ms": fetch_max_wait_ms,
-            "log_level": 2,  # reconnect attempts are logged once by our error callback, not 20 times a second
-            "logger": logging.getLogger("confluent_kafka"),
-            "error_cb": self._on_error,
+            # An idle fetch waits fetch_max_wait_ms: an alert is recorded within about that of being sent.
+            **assigned_reader_config(bootstrap_servers, group_id, client_id, fetch_max_wait_ms, security),
+            "error_cb": self._on_error,  # reconnect attempts are logged once, not 20 times a second
             "on_commit": self._on_commit,
         })
 

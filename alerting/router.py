@@ -107,7 +107,8 @@ class Router:
         log.info("alert router: %d sensors added from %s", added, self.cfg.sensors_file)
         wait_reachable(bootstrap_servers)
         self.reader = AlertReader(bootstrap_servers, self.topic, group_id=self._group_id(),
-                                  client_id=self.cfg.router_name, fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+                                  client_id=self.cfg.router_name, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+                                  security=settings.kafka.security)
         self._dlq = None
         self._resume()
         self.dispatcher = self._start_dispatcher()
@@ -172,7 +173,7 @@ class Router:
         return f"{self.settings.kafka.group_id}-{self.cfg.router_name}"
 
     def _resume(self) -> None:
-        count = partition_count(self.bootstrap_servers, self.topic)
+        count = partition_count(self.bootstrap_servers, self.topic, security=self.settings.kafka.security)
         if not count:
             raise RouterError(f"the alerts topic {self.topic!r} does not exist on {self.bootstrap_servers}")
         committed = self.store.committed_offsets(self.topic)
@@ -344,11 +345,11 @@ class Router:
 
     def _dead_letter(self, value: bytes | None, partition: int, offset: int, err: MalformedAlert) -> None:
         """Send a malformed message to the dead-letter topic and wait for the broker's ack (then skip it)."""
-        from kafka import KafkaProducer
+        from ingest.kafka_clients import producer
 
         if self._dlq is None:
-            self._dlq = KafkaProducer(bootstrap_servers=self.bootstrap_servers, acks="all", linger_ms=0,
-                                      client_id=f"{self.cfg.router_name}-dlq")
+            self._dlq = producer(self.bootstrap_servers, self.settings.kafka.security, acks="all", linger_ms=0,
+                                 client_id=f"{self.cfg.router_name}-dlq")
         log.warning("alert router: %s/%d@%d is not an alert event (%s): sent to %s", self.topic, partition,
                     offset, err, self.settings.kafka.dlq_topic)
         headers = [("reason", err.reason.encode()), ("detail", str(err).encode()[:500]),

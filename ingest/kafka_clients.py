@@ -85,6 +85,32 @@ def librdkafka_options(security: KafkaSecuritySettings) -> dict[str, Any]:
     return options
 
 
+def assigned_reader_config(bootstrap_servers: str, group_id: str, client_id: str, fetch_max_wait_ms: int,
+                           security: KafkaSecuritySettings | None) -> dict[str, Any]:
+    """librdkafka settings of a consumer that owns partitions by explicit assignment, never subscribed.
+
+    The stream's partition reader and the alert router's reader start from these and add
+    their callbacks and queue sizes. Offsets are ours to store and commit (a committed offset
+    is resumed from, never a reset), the group id only serves ``committed()``/``commit()``, and
+    librdkafka's own log is cut to critical lines: it logs every failed reconnect (about 20
+    a second while a broker is away), and the readers report an outage once.
+    """
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": group_id,
+        "client.id": client_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "error",
+        "enable.partition.eof": False,
+        # How long the broker may hold a fetch with no new record: a record waits up to this long.
+        "fetch.wait.max.ms": fetch_max_wait_ms,
+        "log_level": 2,
+        "logger": logging.getLogger("confluent_kafka"),
+        **librdkafka_options(security or PLAINTEXT),
+    }
+
+
 def producer(bootstrap_servers: str, security: KafkaSecuritySettings | None, **options: Any) -> KafkaProducer:
     """A kafka-python producer with ``options`` (acks, linger_ms, ...) and the security settings."""
     return KafkaProducer(bootstrap_servers=bootstrap_servers, **options,
