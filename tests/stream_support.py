@@ -11,12 +11,13 @@ from typing import Any
 
 import orjson
 import pandas as pd
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer, TopicPartition
 
 from actors.supervisor import get_stream, start_stream, stop_stream
+from ingest import kafka_clients
 from ingest.lake import read_lake
 from ingest.schema import MEASUREMENTS
-from ingest.settings import Settings
+from ingest.settings import KafkaSecuritySettings, Settings
 
 QUIET = {
     "temperature_c": 21.0, "humidity_pct": 45.0, "tvoc_ppb": 30.0, "eco2_ppm": 410.0, "raw_h2_ticks": 12900.0,
@@ -101,9 +102,9 @@ class BackgroundProducer:
 
 
 def consume_all(bootstrap: str, topic: str, expect: int | None = None, timeout_s: float = 20.0,
-                quiet_s: float = 1.5) -> list[Any]:
+                quiet_s: float = 1.5, security: KafkaSecuritySettings | None = None) -> list[Any]:
     """Every record of ``topic`` (all partitions), read until ``expect`` records or ``quiet_s`` of silence."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = kafka_clients.consumer(bootstrap, security, enable_auto_commit=False, auto_offset_reset="earliest")
     try:
         parts = None
         deadline = time.monotonic() + 10

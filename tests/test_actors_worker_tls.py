@@ -20,34 +20,11 @@ from actors.worker import StreamLoop
 from ingest import kafka_clients
 from ingest.broker import ensure_topics
 from ingest.settings import KafkaSecuritySettings, KafkaSettings, load_settings
-from tests.stream_support import reading
+from tests.stream_support import consume_all, reading
 from tests.tls_broker import TlsBroker
 
 HOT = {"temperature_c": 80.0, "pm2_5_ugm3": 2500.0, "pm1_0_ugm3": 2000.0, "nc0_5_per_cm3": 5000.0,
        "tvoc_ppb": 5000.0, "eco2_ppm": 5000.0}
-
-
-def read_topic(bootstrap: str, security: KafkaSecuritySettings, topic: str, expect: int,
-               timeout_s: float = 20.0) -> list:
-    from kafka import TopicPartition
-
-    consumer = kafka_clients.consumer(bootstrap, security, enable_auto_commit=False, auto_offset_reset="earliest")
-    try:
-        parts = None
-        deadline = time.monotonic() + 10
-        while not parts and time.monotonic() < deadline:
-            parts = consumer.partitions_for_topic(topic)
-        tps = [TopicPartition(topic, p) for p in sorted(parts or ())]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        records: list = []
-        deadline = time.monotonic() + timeout_s
-        while len(records) < expect and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=200).values():
-                records += batch
-        return records
-    finally:
-        consumer.close()
 
 
 def test_the_worker_loop_reads_alerts_and_dead_letters_through_tls(tmp_path) -> None:
@@ -84,9 +61,10 @@ def test_the_worker_loop_reads_alerts_and_dead_letters_through_tls(tmp_path) -> 
         finally:
             loop.shutdown()
 
-        alerts = [orjson.loads(r.value) for r in read_topic(tls.bootstrap_servers, security, kafka.alerts_topic, 1)]
+        alerts = [orjson.loads(r.value)
+                  for r in consume_all(tls.bootstrap_servers, kafka.alerts_topic, 1, security=security)]
         assert [(a["sensor_id"], a["kind"], a["state"]) for a in alerts] == [("hot", "fire", "raised")]
-        (dead,) = read_topic(tls.bootstrap_servers, security, kafka.dlq_topic, 1)
+        (dead,) = consume_all(tls.bootstrap_servers, kafka.dlq_topic, 1, security=security)
         assert dead.value == b"{not json"
 
         # A successor restores through TLS too, and its scans find the outputs already written.
@@ -147,7 +125,8 @@ def test_the_ray_stream_runs_over_tls(ray_cluster, tmp_path) -> None:
                 return {k: sum(w.get("totals", {}).get(k, 0) for w in workers) for k in ("processed", "rejected")}
 
             wait_for(lambda: totals() == {"processed": 40, "rejected": 1}, 60, what="41 readings through TLS")
-            alerts = [orjson.loads(r.value) for r in read_topic(tls.bootstrap_servers, security, kafka.alerts_topic, 1)]
+            alerts = [orjson.loads(r.value)
+                  for r in consume_all(tls.bootstrap_servers, kafka.alerts_topic, 1, security=security)]
             assert [(a["sensor_id"], a["kind"], a["state"]) for a in alerts] == [("hot", "fire", "raised")]
-            (dead,) = read_topic(tls.bootstrap_servers, security, kafka.dlq_topic, 1)
+            (dead,) = consume_all(tls.bootstrap_servers, kafka.dlq_topic, 1, security=security)
             assert dead.value == b"{not json"
